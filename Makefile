@@ -1,0 +1,39 @@
+# Two commands do all the set-up (README): `make demo` runs the workflow on the embedded demo dataset,
+# `make test` runs the checks and the test suite (.ci/run calls it). Both install what they need first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint format clean-demo
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || { \
+	  echo "python3 venv module missing: installing python3-venv (Debian)"; \
+	  apt-get update -qq && apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch pinned to the CPU wheel first: an unpinned torch would pull several GB of CUDA packages
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[workflow,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/snakemake --cores all preprocess
+	@echo "Shards in results/shards/, QC manifest in results/qc/ (manifest.tsv, summary.json, qc.png)"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check workflow/
+	$(BIN)/snakemake --lint --cores 1
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/snakefmt workflow/
+
+test: lint
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --timeout 900

@@ -1,0 +1,136 @@
+"""The ``davs`` command line: ``davs mfcc`` and ``davs align`` (more stages add their own subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_mfcc(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from davs_model.audio import mfcc_bins, write_bins
+    from davs_model.io.media import MediaError, probe, read_audio
+
+    try:
+        info = probe(args.input)
+        max_duration = None
+        if info.n_frames and info.fps and not args.keep_full_audio:
+            max_duration = info.n_frames / info.fps  # AAC decodes longer than the video: cut the tail
+        samples = read_audio(args.input, sample_rate=16000, max_duration_s=max_duration)
+    except MediaError as err:
+        print(f"davs mfcc: {err}", file=sys.stderr)
+        return 2
+    bins = mfcc_bins(samples, 16000, trim_end=args.trim_end)
+    if len(bins) == 0:
+        print(
+            f"davs mfcc: {args.input}: {len(samples) / 16000:.3f} s of audio is too short for one "
+            "MFCC window (the first bin needs ≥ 0.2 s)",
+            file=sys.stderr,
+        )
+        return 2
+    if not np.isfinite(bins).all():
+        print(
+            "davs mfcc: warning: some values are -inf (digital silence); the original's loader rejects such clips",
+            file=sys.stderr,
+        )
+    paths = write_bins(bins, args.outdir)
+    print(f"wrote {len(paths)} windows: {paths[0].name} … {paths[-1].name} in {args.outdir}")
+    return 0
+
+
+def _read_image(path: str):
+    import cv2
+    import numpy as np
+
+    data = np.fromfile(path, dtype=np.uint8)  # works with any file name, unlike cv2.imread
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"{path} is not an image OpenCV can read (PNG, JPEG, PPM, …)")
+    return image
+
+
+def _cmd_align(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+
+    from davs_model.align import align_face
+    from davs_model.face import FaceLandmarker, anchors_from_68
+
+    try:
+        image = _read_image(args.image)
+    except (OSError, ValueError) as err:
+        print(f"davs align: {err}", file=sys.stderr)
+        return 2
+    landmarker = FaceLandmarker(upsample=args.upsample)
+    faces = landmarker.detect(image)
+    if not faces:
+        print(
+            f"davs align: no face found in {args.image}; try --upsample 1 for small faces "
+            "(the detector finds frontal faces of about 80 px and larger at --upsample 0)",
+            file=sys.stderr,
+        )
+        return 1
+    points = landmarker.landmarks(image, faces[0])
+    aligned, matrix = align_face(image, anchors_from_68(points), duplicate_eyes=args.duplicate_eyes)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(out.suffix or ".png", aligned)
+    if not ok:
+        print(f"davs align: cannot encode {out.suffix!r}; use .png or .jpg", file=sys.stderr)
+        return 2
+    buf.tofile(str(out))
+    if args.matrix:
+        np.savetxt(args.matrix, matrix)
+    extra = f" ({len(faces)} faces; the largest was used)" if len(faces) > 1 else ""
+    print(f"wrote {out} (260x260){extra}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="davs", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "mfcc",
+        help="audio or video file → DAVS MFCC windows 2.bin … K.bin (replaces the original MATLAB step)",
+    )
+    p.add_argument("input", help="any audio or video file FFmpeg can read")
+    p.add_argument("outdir", help="folder for the .bin files (240 little-endian float64 each)")
+    p.add_argument(
+        "--trim-end",
+        type=int,
+        default=0,
+        help="samples cut from the end first (600 = LRW's save_mfccs.m; default 0 = savemfcc.m)",
+    )
+    p.add_argument(
+        "--keep-full-audio",
+        action="store_true",
+        help="do not cut the audio to the video's duration (by default a video's AAC tail is cut)",
+    )
+    p.set_defaults(func=_cmd_mfcc)
+
+    p = sub.add_parser("align", help="photo → 260×260 face aligned as DAVS (dlib 68 landmarks)")
+    p.add_argument("image")
+    p.add_argument("out", help="output image (.png or .jpg)")
+    p.add_argument("--upsample", type=int, default=1, help="detector upsampling (1 finds faces ≥ ~40 px)")
+    p.add_argument(
+        "--duplicate-eyes",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fit with the eyes entered twice (the original's LRW preprocessing); "
+        "default: 3 points as the original's test-time alignment",
+    )
+    p.add_argument("--matrix", help="also save the 2×3 similarity matrix as text")
+    p.set_defaults(func=_cmd_align)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+# Helpers for the rules: config validation, the clip catalog and the shard plan. No rules here.
+from snakemake.utils import validate
+
+from davs_model import SHARD_FORMAT_VERSION
+from davs_model.config import DemoSection, PreprocessConfig, sources_from_dict
+from davs_model.preprocess.catalog import discover_all, plan_shards
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+SOURCES = sources_from_dict(config["sources"])
+DEMO = DemoSection.from_dict(config["demo"])
+PREPROCESS = PreprocessConfig.from_dict(config["preprocess"])
+CLIPS = discover_all(SOURCES, DEMO)
+if not CLIPS:
+    raise WorkflowError(
+        "no clips found in any source of config.yaml `sources:`; check the paths and layouts "
+        "(README: 'Your own data')"
+    )
+PLAN = plan_shards(CLIPS, PREPROCESS.shards)
+SPLITS = sorted({split for split, _ in PLAN})
+
+
+wildcard_constraints:
+    split="train|val|test",
+    shard=r"\d{3}",
+
+
+def shard_clips(wildcards):
+    """The clips that hash into this shard (decided from the clip ids alone)."""
+    return PLAN[(wildcards.split, wildcards.shard)]
+
+
+def shard_inputs(wildcards):
+    """The video files (and VoxCeleb box files) of a shard."""
+    clips = shard_clips(wildcards)
+    return [c.path for c in clips] + [c.boxes_path for c in clips if c.boxes_path]
+
+
+def shard_params(wildcards):
+    """The shard's clips as plain dicts (they travel to the job through params)."""
+    return [c.to_dict() for c in shard_clips(wildcards)]
+
+
+def shards_of(split, ext="h5"):
+    """Every shard file of a split."""
+    return [f"results/shards/{split}/{shard}.{ext}" for s, shard in PLAN if s == split]
+
+
+def split_shards(wildcards):
+    """Every shard file of the wildcard's split."""
+    return shards_of(wildcards.split)
+
+
+def all_qc_tables():
+    """The QC table of every shard of every split."""
+    return [path for split in SPLITS for path in shards_of(split, "qc.tsv")]
+
+
+def demo_videos():
+    """The demo dataset's mp4 files, when a source of kind demo is configured."""
+    return [c.path for c in CLIPS if c.kind == "demo"]
+
+
+def sources_param():
+    """The validated sources section (plain dicts, built into typed objects in the job)."""
+    return config["sources"]

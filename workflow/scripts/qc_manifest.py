@@ -1,0 +1,11 @@
+# Adapter: merge the shards' QC tables into the manifest, a summary and a plot.
+from davs_model.preprocess.qc import write_manifest
+from davs_model.utils.logging import log_to
+
+with log_to(snakemake.log[0]):
+    write_manifest(
+        list(snakemake.input.qc),
+        snakemake.output.manifest,
+        snakemake.output.summary,
+        snakemake.output.plot,
+    )
