@@ -33,14 +33,14 @@ TEMPLATE_DUPLICATED_EYES = TEMPLATE[[0, 1, 0, 1, 2]]
 
 
 def similarity_transform(src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
-    """The original's orthogonal Procrustes similarity (4 DOF) mapping ``src_points`` onto ``dst_points``.
+    """The original's orthogonal Procrustes similarity (4 DOF): ``src_points`` → ``dst_points``.
 
     Ported line by line from ``face_align.py:13-36`` (spec §2.2): centre both sets, divide each by
     one scalar ``np.std`` over all its coordinates, ``R = (U·Vt)ᵀ`` from the SVD of ``P0ᵀ·Q0``, and
     ``M = [sR | c2 − sR·c1]`` with ``s = s2/s1``.
 
-    There is deliberately no reflection guard (``det(R) < 0`` is possible for mirrored inputs), as in
-    the original: parity with the released checkpoint's training data matters more here.
+    There is deliberately no reflection guard (``det(R) < 0`` is possible for mirrored inputs), as
+    in the original: parity with the released checkpoint's training data matters more here.
 
     Args:
         src_points: (n, 2) source points, n ≥ 2.
@@ -82,7 +82,7 @@ def _validate_image(image_bgr: np.ndarray) -> None:
 
 
 def anchor_transform(anchors: np.ndarray, duplicate_eyes: bool = True) -> np.ndarray:
-    """The 2×3 matrix mapping source pixels onto the 356×436 canvas for anchors (L eye, R eye, mouth).
+    """The 2×3 source → 356×436 canvas matrix for anchors (left eye, right eye, mouth centre).
 
     ``duplicate_eyes=True`` is the LRW training protocol (``process256_224.py``): five points
     [L, R, L, R, M], weighting the eyes 2:1 against the mouth. ``False`` is the original test/demo
@@ -196,12 +196,12 @@ def jitter_scores(Ms: np.ndarray) -> dict[str, float]:
     """Frame-to-frame instability of a sequence of alignment transforms.
 
     - ``jitter_scale``: mean over t of ``|s_t / s_{t−1} − 1|``, in percent (s = similarity scale).
-    - ``jitter_shift_px``: mean over t of the RMS displacement, in 260-px output pixels, of the three
-      template anchors: take the source points that ``M_t`` puts exactly on the template anchors
-      (``M_t⁻¹ · TEMPLATE``), map them with ``M_{t−1}``, and measure in the output how far they land
-      from the template anchors. It is the apparent motion of a static source point near the eyes
-      and mouth between consecutive aligned frames (rotation and zoom included), so for a still face
-      it is pure alignment jitter.
+    - ``jitter_shift_px``: mean over t of the RMS displacement, in 260-px output pixels, of the
+      three template anchors: take the source points that ``M_t`` puts exactly on the template
+      anchors (``M_t⁻¹ · TEMPLATE``), map them with ``M_{t−1}``, and measure in the output how far
+      they land from the template anchors. It is the apparent motion of a static source point near
+      the eyes and mouth between consecutive aligned frames (rotation and zoom included), so for a
+      still face it is pure alignment jitter.
 
     Both are 0.0 for fewer than two frames.
     """

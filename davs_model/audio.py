@@ -74,9 +74,7 @@ def _mel2hz(mel: np.ndarray | float) -> np.ndarray:
     return 700 * np.exp(np.asarray(mel, dtype=np.float64) / 1127) - 700
 
 
-def cutoff_frequencies(
-    n_filters: int = N_FILTERS, f_range: tuple[float, float] = F_RANGE
-) -> np.ndarray:
+def cutoff_frequencies(n_filters: int = N_FILTERS, f_range: tuple[float, float] = F_RANGE) -> np.ndarray:
     """The M+2 edge frequencies c (Hz) of trifbank.m; c[1:-1] are the filter centres."""
     lo, hi = _hz2mel(f_range[0]), _hz2mel(f_range[1])
     return _mel2hz(lo + np.arange(n_filters + 2) * ((hi - lo) / (n_filters + 1)))
@@ -133,9 +131,7 @@ def _prepare(samples: np.ndarray, sample_rate: int, trim_end: int = 0) -> np.nda
         x = x[: max(len(x) - trim_end, 0)]  # save_mfccs.m: Speech(1:end-600)
     nw, _, _ = _frame_params(sample_rate)
     if len(x) < nw:
-        raise ValueError(
-            f"audio too short: {len(x)} samples (after trim_end={trim_end}) < one {nw}-sample frame"
-        )
+        raise ValueError(f"audio too short: {len(x)} samples (after trim_end={trim_end}) < one {nw}-sample frame")
     x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError("samples contain NaN or inf")
@@ -210,9 +206,7 @@ def bin_numbers(n_bins: int) -> np.ndarray:
     return np.arange(FIRST_BIN, FIRST_BIN + n_bins)
 
 
-def write_bins(
-    bins: np.ndarray, out_dir: str | PathLike[str], first_bin: int = FIRST_BIN
-) -> list[Path]:
+def write_bins(bins: np.ndarray, out_dir: str | PathLike[str], first_bin: int = FIRST_BIN) -> list[Path]:
     """Write ``{first_bin+k}.bin``: 240 little-endian float64, byte-identical to MATLAB's
     ``fwrite(f, mfccs_12x20, 'double')`` (column-major 12×20 = row-major [time, coeff]).
 

@@ -104,10 +104,8 @@ class DemoSection:
 
     root: str = "resources/demo/lipread_mp4"
     words: tuple[str, ...] = ("ABOUT", "AFTER", "BECAUSE", "HOUSE", "MONEY", "PEOPLE")
-    voices: tuple[str, ...] = ("en", "en-us", "en+f3")
-    clips_per_word: dict[str, int] = field(
-        default_factory=lambda: {"train": 6, "val": 2, "test": 2}
-    )
+    voices: tuple[str, ...] = ("en-us", "en+f3", "en-gb-x-rp+m3")
+    clips_per_word: dict[str, int] = field(default_factory=lambda: {"train": 6, "val": 2, "test": 2})
     seed: int = 0
 
     @classmethod

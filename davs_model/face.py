@@ -22,7 +22,7 @@ import numpy as np
 
 N_LANDMARKS = 68
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
-TIE_AREA = 0.75  # detections this close to the largest area count as equally large
+TIE_AREA = 0.5  # area ratio ≈ two HOG pyramid levels (side × (5/6)² ≈ 0.69)
 PATCH_SIZE = 32  # side of the grey patch used by the tracker's appearance check
 
 
@@ -187,8 +187,8 @@ def _follow(
     image_bgr: np.ndarray,
     rgb: np.ndarray,
     track: _Track,
-    min_iou: float,
-    min_ncc: float,
+    iou_threshold: float,
+    ncc_threshold: float,
 ) -> np.ndarray | None:
     """Predict landmarks in the carried box; None on tracking loss."""
     shift = np.tile(track.centroid - track.det_centroid, 2)
@@ -198,10 +198,12 @@ def _follow(
     inside = _area(np.concatenate([np.maximum(bbox[:2], 0), np.minimum(bbox[2:], [w, h])]))
     if inside < 0.5 * _area(bbox):  # the face left the frame
         return None
-    if _iou(bbox, track.det_bbox + shift) < min_iou:  # the shape no longer fits the carried box
+    # the landmarks no longer fit the carried box
+    if _iou(bbox, track.det_bbox + shift) < iou_threshold:
         return None
+    # not the same face (a cut, a blank frame)
     patch = _patch(image_bgr, bbox)
-    if patch is None or float(np.sum(patch * track.det_patch)) < min_ncc:  # not the same face
+    if patch is None or float(np.sum(patch * track.det_patch)) < ncc_threshold:
         return None
     return pts
 
@@ -211,8 +213,8 @@ def track_landmarks(
     landmarker: FaceLandmarker,
     keyframe_interval: int = 12,
     boxes: np.ndarray | None = None,
-    min_iou: float = 0.5,
-    min_ncc: float = 0.5,
+    iou_threshold: float = 0.5,
+    ncc_threshold: float = 0.5,
 ) -> TrackResult:
     """68 landmarks per frame, detecting only on key frames and on tracking loss.
 
@@ -220,21 +222,24 @@ def track_landmarks(
     predictor runs on the last detector box shifted by the landmark-centroid motion since that
     detection; the box keeps the detector's size, so the predictor sees the same normalisation as
     with per-frame detection. A tracked frame counts as lost, and the detector runs on it, when
-    less than half of the landmarks' bounding box lies inside the frame, when that box has IoU
-    < ``min_iou`` with the detection frame's landmark box moved by the same shift (the predictor
-    output drifted out of the carried box or changed size), or when its grey appearance has
-    normalised cross-correlation < ``min_ncc`` with the face at the detection frame (e.g. a cut or
-    a blank frame, where the predictor still returns a face-shaped guess). Without a track (no face
-    so far, or lost) the detector runs on every frame until it finds a face.
+    less than half of the landmarks' bounding box lies inside the frame; when that box has IoU
+    < ``iou_threshold`` with the detection frame's landmark box moved by the same shift (the
+    predictor output drifted out of the carried box or changed size; landmark box against landmark
+    box, so the pose-dependent offset between detector and landmark boxes does not count); or when
+    its grey appearance has normalised cross-correlation < ``ncc_threshold`` with the face at the
+    detection frame (a cut or a blank frame, where the predictor still returns a face-shaped
+    guess). Without a track (no face so far, or lost) the detector runs on every frame until it
+    finds a face.
 
     Args:
         frames: BGR uint8 frames; consumed once, never stored.
         landmarker: the detector/predictor; its ``detector_calls`` is increased.
         keyframe_interval: detect every this many frames (1 = every frame).
-        boxes: optional (T, 4) per-frame face boxes (x, y, w, h) in pixels, e.g. VoxCeleb metadata;
-            they replace detection entirely (zero detector calls). NaN rows mark frames without face.
-        min_iou: tracking-loss threshold on the landmark-box IoU.
-        min_ncc: tracking-loss threshold on the appearance correlation (−1..1).
+        boxes: optional (T, 4) per-frame face boxes (x, y, w, h) in pixels, e.g. VoxCeleb
+            metadata; they replace detection entirely (zero detector calls). NaN rows mark frames
+            without a face.
+        iou_threshold: tracking-loss threshold on the landmark-box IoU.
+        ncc_threshold: tracking-loss threshold on the appearance correlation (−1..1).
     """
     if keyframe_interval < 1:
         raise ValueError(f"keyframe_interval must be >= 1, got {keyframe_interval}")
@@ -257,7 +262,7 @@ def track_landmarks(
                 pts = landmarker._landmarks_rgb(rgb, _rect(np.array([x, y, x + w, y + h])))
         else:
             if track is not None and t % keyframe_interval != 0:
-                pts = _follow(landmarker, frame, rgb, track, min_iou, min_ncc)
+                pts = _follow(landmarker, frame, rgb, track, iou_threshold, ncc_threshold)
             if pts is None:
                 track = None
                 rects = landmarker._detect_rgb(rgb)

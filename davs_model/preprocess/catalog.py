@@ -24,13 +24,15 @@ log = logging.getLogger(__name__)
 
 def demo_clips(name: str, demo: DemoSection) -> list[Clip]:
     """The demo dataset's clips, computed from its config alone (the files are made by a rule)."""
-    from davs_model.demo.dataset import demo_clip_paths
+    from davs_model.demo.dataset import clip_spec, demo_clip_paths
 
     root = Path(demo.root)
     words = sorted(demo.words)
+    cfg = demo.dataset_config()
     clips = []
-    for path in demo_clip_paths(demo.dataset_config(), root):
+    for path in demo_clip_paths(cfg, root):
         word, split = path.parent.parent.name, path.parent.name
+        spec = clip_spec(cfg, word, split, int(path.stem.rsplit("_", 1)[1]))
         rel = path.relative_to(root).with_suffix("").as_posix()
         clips.append(
             Clip(
@@ -41,7 +43,7 @@ def demo_clips(name: str, demo: DemoSection) -> list[Clip]:
                 split=split,
                 label=words.index(word),
                 word=word,
-                speaker="",
+                speaker=f"demo_{spec.voice}",
             )
         )
     return clips
@@ -54,9 +56,7 @@ def discover_source(name: str, src: SourceConfig, demo: DemoSection) -> list[Cli
     if src.kind == "lrw":
         return discover_lrw(name, src.root, splits=src.splits, word_list=src.word_list)
     if src.kind in ("voxceleb1", "voxceleb2"):
-        return discover_voxceleb(
-            name, src.root, kind=src.kind, split_map=src.split_map, boxes_root=src.boxes_root
-        )
+        return discover_voxceleb(name, src.root, kind=src.kind, split_map=src.split_map, boxes_root=src.boxes_root)
     if src.kind == "folder":
         return discover_folder(name, src.root, split=src.split)
     if src.kind == "manifest":

@@ -88,9 +88,7 @@ class QCRow:
         return {k: str(v) for k, v in values.items()}
 
 
-def _select_bins(
-    bins: np.ndarray, n_frames: int, lrw_protocol: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _select_bins(bins: np.ndarray, n_frames: int, lrw_protocol: bool) -> tuple[np.ndarray, np.ndarray]:
     """Keep bins l = 2 … n_frames − 3: bin l pairs with frame l and covers frames l−2 … l+2."""
     numbers = np.arange(2, 2 + len(bins))
     keep = numbers <= n_frames - 3
@@ -106,9 +104,7 @@ def _select_bins(
     return bins, numbers
 
 
-def process_clip(
-    clip: Clip, src: SourceConfig, cfg: PreprocessConfig, landmarker
-) -> tuple[object | None, QCRow]:
+def process_clip(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, landmarker) -> tuple[object | None, QCRow]:
     """Preprocess one clip. Returns (ClipRecord or None, QC row); never raises for a bad clip."""
     from davs_model.align import (
         anchor_transform,
@@ -134,9 +130,7 @@ def process_clip(
         frames = list(iter_video_frames(path, fps=cfg.fps))
         qc.frames = len(frames)
         if len(frames) < cfg.min_frames:
-            raise ClipRejected(
-                "too_few_frames", f"{len(frames)} frames at {cfg.fps} fps, need ≥ {cfg.min_frames}"
-            )
+            raise ClipRejected("too_few_frames", f"{len(frames)} frames at {cfg.fps} fps, need ≥ {cfg.min_frames}")
         if clip.boxes_path:
             from davs_model.preprocess.sources import read_voxceleb_boxes
 
@@ -175,9 +169,7 @@ def process_clip(
         audio = read_audio(path, sample_rate=cfg.sample_rate_hz, max_duration_s=max_duration)
         bins = mfcc_bins(audio, cfg.sample_rate_hz, trim_end=src.effective_trim_end)
         if not np.isfinite(bins).all():
-            raise ClipRejected(
-                "silent_audio", "MFCC is not finite (digital silence: log of a zero filter energy)"
-            )
+            raise ClipRejected("silent_audio", "MFCC is not finite (digital silence: log of a zero filter energy)")
         bins, numbers = _select_bins(bins, len(aligned), src.kind in ("lrw", "demo"))
         qc.n_bins = len(bins)
         record = ClipRecord(
@@ -247,7 +239,11 @@ def build_shard(
     Path(out_h5).parent.mkdir(parents=True, exist_ok=True)
     clips = sorted(clips, key=lambda c: c.clip_id)
     with ShardWriter(
-        out_h5, split=split, shard=shard, image_format=cfg.image_format, jpeg_quality=cfg.jpeg_quality
+        out_h5,
+        split=split,
+        shard=shard,
+        image_format=cfg.image_format,
+        jpeg_quality=cfg.jpeg_quality,
     ) as writer:
         bar = tqdm(clips, desc=f"{split}/{shard:03d}", unit="clip", disable=not progress)
         for clip in bar:

@@ -209,10 +209,7 @@ def _naive_mfcc_bins(x: list[float], fs: int = 16000) -> np.ndarray:
             log_fbe.append(math.log(e))
         cep = []
         for n in range(1, n_cep):
-            s = sum(
-                log_fbe[j - 1] * math.cos(n * math.pi * (j - 0.5) / n_filt)
-                for j in range(1, n_filt + 1)
-            )
+            s = sum(log_fbe[j - 1] * math.cos(n * math.pi * (j - 0.5) / n_filt) for j in range(1, n_filt + 1))
             cep.append(math.sqrt(2 / n_filt) * s * (1 + 11 * math.sin(math.pi * n / 22)))
         frames.append(cep)
     num_bins = math.floor(len(x) / fs * 25)
@@ -230,9 +227,7 @@ def test_against_naive_reference() -> None:
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
     # also for [-1, 1] float input (the audioread path)
     small = x / 40000
-    np.testing.assert_allclose(
-        audio.mfcc_bins(small), _naive_mfcc_bins(small.tolist()), rtol=0, atol=1e-10
-    )
+    np.testing.assert_allclose(audio.mfcc_bins(small), _naive_mfcc_bins(small.tolist()), rtol=0, atol=1e-10)
 
 
 def test_digital_silence_is_not_floored() -> None:
@@ -259,9 +254,7 @@ def test_write_bins_round_trip(tmp_path: Path) -> None:
         assert len(raw) == 1920
         np.testing.assert_array_equal(np.fromfile(p).reshape(20, 12), bins[k])
         # MATLAB fwrite of the 12x20 matrix: column-major, little-endian float64
-        np.testing.assert_array_equal(
-            np.frombuffer(raw, dtype="<f8"), bins[k].T.reshape(-1, order="F")
-        )
+        np.testing.assert_array_equal(np.frombuffer(raw, dtype="<f8"), bins[k].T.reshape(-1, order="F"))
     assert keep.read_text() == "x"
     again = audio.write_bins(bins[:1], out, first_bin=7)
     assert again == [out / "7.bin"] and len(list(out.iterdir())) == len(bins) + 1

@@ -1,10 +1,11 @@
 # Helpers for the rules: config validation, the clip catalog and the shard plan. No rules here.
+import os
+
 from snakemake.utils import validate
 
 from davs_model import SHARD_FORMAT_VERSION
 from davs_model.config import DemoSection, PreprocessConfig, sources_from_dict
 from davs_model.preprocess.catalog import discover_all, plan_shards
-
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -32,8 +33,13 @@ def shard_clips(wildcards):
 
 
 def shard_inputs(wildcards):
-    """The video files (and VoxCeleb box files) of a shard."""
-    clips = shard_clips(wildcards)
+    """The video files (and VoxCeleb box files) of a shard. A manifest row whose file is missing is left out
+    here (it gets a QC row with the reason instead of stopping the run)."""
+    clips = [
+        c
+        for c in shard_clips(wildcards)
+        if c.kind != "manifest" or os.path.exists(c.path)
+    ]
     return [c.path for c in clips] + [c.boxes_path for c in clips if c.boxes_path]
 
 

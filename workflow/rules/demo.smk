@@ -7,6 +7,8 @@ if demo_videos():
             "logs/make_demo_data/make_demo_data.log",
         benchmark:
             "benchmarks/make_demo_data/make_demo_data.tsv"
+        conda:
+            "../envs/davs.yaml"
         threads: 1
         resources:
             mem_mb=2000,

@@ -8,6 +8,8 @@ rule build_shard:
         "logs/build_shard/{split}/{shard}.log",
     benchmark:
         "benchmarks/build_shard/{split}/{shard}.tsv"
+    conda:
+        "../envs/davs.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -30,6 +32,8 @@ rule index_shards:
         "logs/index_shards/{split}.log",
     benchmark:
         "benchmarks/index_shards/{split}.tsv"
+    conda:
+        "../envs/davs.yaml"
     params:
         format_version=SHARD_FORMAT_VERSION,
     script:
@@ -42,11 +46,15 @@ rule qc_manifest:
     output:
         manifest="results/qc/manifest.tsv",
         summary="results/qc/summary.json",
-        plot=report("results/qc/qc.png", category="Preprocessing", caption="../report/qc.rst"),
+        plot=report(
+            "results/qc/qc.png", category="Preprocessing", caption="../report/qc.rst"
+        ),
     log:
         "logs/qc_manifest/qc_manifest.log",
     benchmark:
         "benchmarks/qc_manifest/qc_manifest.tsv"
+    conda:
+        "../envs/davs.yaml"
     script:
         "../scripts/qc_manifest.py"
 
@@ -61,6 +69,8 @@ rule export_original_layout:
         "logs/export_original_layout/export_original_layout.log",
     benchmark:
         "benchmarks/export_original_layout/export_original_layout.tsv"
+    conda:
+        "../envs/davs.yaml"
     script:
         "../scripts/export_original_layout.py"
 

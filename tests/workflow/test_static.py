@@ -1,0 +1,64 @@
+"""The workflow is formatted and lint-clean, and every target dry-runs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.workflow.helpers import run_snakemake, snakemake_exe
+
+
+def _tool(name: str) -> str:
+    exe = shutil.which(name, path=str(Path(sys.executable).parent))
+    if exe is None:
+        exe = shutil.which(name)
+    if exe is None:
+        pytest.fail(f"{name} is not installed: run `make test`, which installs the [dev] extra")
+    return exe
+
+
+def test_snakefmt_clean():
+    proc = subprocess.run([_tool("snakefmt"), "--check", "workflow/"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_snakemake_lint_clean():
+    proc = subprocess.run([snakemake_exe(), "--lint", "--cores", "1"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_package_never_imports_snakemake():
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "davs_model").rglob("*.py")
+        if "import snakemake" in p.read_text() or "from snakemake" in p.read_text()
+    ]
+    assert offenders == []
+
+
+def test_dry_run_shows_the_whole_plan(tmp_path):
+    (tmp_path / "config.yaml").write_text((REPO / ".test/config.yaml").read_text())
+    proc = run_snakemake(tmp_path, "-n", "--cores", "1", "preprocess", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    # tiny config: demo data (1 job), 2 train + 1 val + 1 test shards, 3 indexes, 1 QC manifest, the target
+    for rule, count in [
+        ("make_demo_data", 1),
+        ("build_shard", 4),
+        ("index_shards", 3),
+        ("qc_manifest", 1),
+    ]:
+        line = next((ln for ln in out.splitlines() if ln.strip().startswith(rule)), "")
+        assert line.split()[1:2] == [str(count)], out
+
+
+def test_unknown_config_key_fails_the_dry_run(tmp_path):
+    (tmp_path / "config.yaml").write_text("preprocess:\n  jpeg_qualty: 90\n")
+    proc = run_snakemake(tmp_path, "-n", "--cores", "1", "preprocess", check=False)
+    assert proc.returncode != 0
+    assert "jpeg_qualty" in proc.stdout + proc.stderr
