@@ -14,10 +14,15 @@ def _cmd_mfcc(args: argparse.Namespace) -> int:
     from davs_model.io.media import MediaError, probe, read_audio
 
     try:
-        info = probe(args.input)
         max_duration = None
-        if info.n_frames and info.fps and not args.keep_full_audio:
-            max_duration = info.n_frames / info.fps  # AAC decodes longer than the video: cut the tail
+        if not args.keep_full_audio:
+            try:
+                info = probe(args.input)
+                if info.n_frames and info.fps:
+                    max_duration = info.n_frames / info.fps  # AAC decodes longer than the video: cut the tail
+            except MediaError as err:
+                if err.reason != "no_video_stream":  # an audio file: nothing to cut to
+                    raise
         samples = read_audio(args.input, sample_rate=16000, max_duration_s=max_duration)
     except MediaError as err:
         print(f"davs mfcc: {err}", file=sys.stderr)

@@ -1,0 +1,36 @@
+"""Acceptance: key-frame detection on demo clips matches per-frame detection with far fewer detector calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from davs_model.demo.dataset import DemoConfig, make_demo_clip
+from davs_model.face import FaceLandmarker, detect_every_frame, track_landmarks
+from davs_model.io.media import iter_video_frames
+
+
+@pytest.fixture(scope="module")
+def demo_clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(words=("MONEY", "PEOPLE"), voices=("en-us", "en+f3"), clips_per_word={"train": 2}, seed=7)
+    clips = []
+    for word in cfg.words:
+        for index in (1, 2):
+            path = make_demo_clip(cfg, word, "train", index, root / f"{word}_{index}.mp4")
+            clips.append(list(iter_video_frames(path)))
+    return clips
+
+
+def test_keyframe_tracking_matches_every_frame_detection(demo_clips):
+    landmarker = FaceLandmarker()
+    diffs, calls_key, calls_all = [], 0, 0
+    for frames in demo_clips:
+        key = track_landmarks(frames, landmarker, keyframe_interval=12)
+        every = detect_every_frame(frames, landmarker)
+        assert key.detected.all() and every.detected.all()
+        diffs.append(np.linalg.norm(key.landmarks - every.landmarks, axis=-1).mean())
+        calls_key += key.detector_calls
+        calls_all += every.detector_calls
+    assert np.mean(diffs) <= 0.5, diffs
+    assert calls_all >= 4 * calls_key, (calls_all, calls_key)
