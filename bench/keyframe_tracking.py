@@ -54,7 +54,7 @@ def main() -> None:
         t_key.append(timed(lambda c: track_landmarks(c, landmarker, keyframe_interval=args.interval)))
     mk, ma = statistics.median(t_key), statistics.median(t_all)
     print(f"clips {len(clips)}, frames {frames}, key-frame interval {args.interval}")
-    print(f"mean landmark difference vs every-frame detection: {np.mean(diffs):.3f} px (worst clip {max(diffs):.3f})")
+    print(f"mean landmark difference vs every-frame detection: {np.mean(diffs):.3f} px (worst {max(diffs):.3f})")
     ratio = calls_all / calls_key
     print(f"detector calls: key-frame {calls_key}, every frame {calls_all}, {ratio:.2f}x fewer")
     print(
