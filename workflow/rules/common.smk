@@ -3,7 +3,7 @@ import os
 
 from snakemake.utils import validate
 
-from davs_model import SHARD_FORMAT_VERSION
+from davs_model import CHECKPOINT_FORMAT_VERSION, SHARD_FORMAT_VERSION
 from davs_model.config import DemoSection, PreprocessConfig, sources_from_dict
 from davs_model.preprocess.catalog import discover_all, plan_shards
 
@@ -71,3 +71,8 @@ def demo_videos():
 def sources_param():
     """The validated sources section (plain dicts, built into typed objects in the job)."""
     return config["sources"]
+
+
+def train_gpus():
+    """GPUs a training job requests (0 on a CPU-only configuration)."""
+    return 0 if config["train"]["device"] == "cpu" else config["train"]["gpus"]

@@ -88,6 +88,7 @@ rule export_original:
 
 localrules:
     preprocess,
+    train,
     export_original,
     index_shards,
     qc_manifest,

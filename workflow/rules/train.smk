@@ -1,0 +1,58 @@
+rule pretrain_association:
+    input:
+        train=shards_of("train"),
+        val=shards_of("val"),
+    output:
+        model="results/train/pretrain/model.safetensors",
+    log:
+        "logs/pretrain_association/pretrain_association.log",
+    benchmark:
+        "benchmarks/pretrain_association/pretrain_association.tsv"
+    conda:
+        "../envs/davs.yaml"
+    threads: 4
+    resources:
+        gpu=train_gpus(),
+        mem_mb=32000,
+        runtime=24 * 60,
+    params:
+        stage="pretrain",
+        model=config["model"],
+        train=config["train"],
+        work_dir="results/train/pretrain/work",
+        format_version=CHECKPOINT_FORMAT_VERSION,
+    script:
+        "../scripts/train_stage.py"
+
+
+rule train_gan:
+    input:
+        train=shards_of("train"),
+        val=shards_of("val"),
+        init=rules.pretrain_association.output.model,
+    output:
+        model="results/train/main/model.safetensors",
+    log:
+        "logs/train_gan/train_gan.log",
+    benchmark:
+        "benchmarks/train_gan/train_gan.tsv"
+    conda:
+        "../envs/davs.yaml"
+    threads: 4
+    resources:
+        gpu=train_gpus(),
+        mem_mb=64000,
+        runtime=48 * 60,
+    params:
+        stage="main",
+        model=config["model"],
+        train=config["train"],
+        work_dir="results/train/main/work",
+        format_version=CHECKPOINT_FORMAT_VERSION,
+    script:
+        "../scripts/train_stage.py"
+
+
+rule train:
+    input:
+        rules.train_gan.output.model,
