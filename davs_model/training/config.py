@@ -65,6 +65,7 @@ class TrainConfig:
 
     seed: int = 0
     device: str = "auto"
+    gpus: int = 1
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(steps=1000))
     main: StageConfig = field(default_factory=lambda: StageConfig(steps=10000))
     identity_pretrain_steps: int = 0

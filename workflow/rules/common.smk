@@ -5,6 +5,8 @@ from snakemake.utils import validate
 
 from davs_model import CHECKPOINT_FORMAT_VERSION, SHARD_FORMAT_VERSION
 from davs_model.config import DemoSection, PreprocessConfig, sources_from_dict
+from davs_model.evaluation.config import EvaluateConfig
+from davs_model.rendering.config import RenderConfig
 from davs_model.preprocess.catalog import discover_all, plan_shards
 
 validate(config, "../schemas/config.schema.yaml")
@@ -20,11 +22,14 @@ if not CLIPS:
     )
 PLAN = plan_shards(CLIPS, PREPROCESS.shards)
 SPLITS = sorted({split for split, _ in PLAN})
+EVALUATE = EvaluateConfig.from_dict(config["evaluate"])
+RENDER = RenderConfig.from_dict(config["render"])
 
 
 wildcard_constraints:
     split="train|val|test",
     shard=r"\d{3}",
+    sample="|".join(RENDER.samples) or "no_samples",
 
 
 def shard_clips(wildcards):
@@ -76,3 +81,34 @@ def sources_param():
 def train_gpus():
     """GPUs a training job requests (0 on a CPU-only configuration)."""
     return 0 if config["train"]["device"] == "cpu" else config["train"]["gpus"]
+
+
+def evaluation_model():
+    """The model evaluate_model scores: evaluate.checkpoint, or our trained model (a dependency on training)."""
+    return EVALUATE.model_path
+
+
+def render_sample_inputs(wildcards):
+    """The model and the files a render sample reads (the built-in demo identity and speech are made in the job)."""
+    return {
+        "model": RENDER.model_path,
+        "files": RENDER.samples[wildcards.sample].input_files(),
+    }
+
+
+def render_sample_params(wildcards):
+    """The sample's validated settings, as a plain dict (typed in the job)."""
+    return config["render"]["samples"][wildcards.sample]
+
+
+def rendered_samples():
+    """Every file `snakemake render_samples` makes: per sample mp4, side-by-side mp4, still grid (+ GIF)."""
+    files = []
+    for name, sample in RENDER.samples.items():
+        files += [
+            f"results/render/main/{name}{end}"
+            for end in (".mp4", "_side_by_side.mp4", ".png")
+        ]
+        if sample.gif:
+            files.append(f"results/render/main/{name}.gif")
+    return files

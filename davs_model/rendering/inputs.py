@@ -1,0 +1,180 @@
+"""Render inputs: the aligned identity, the speech as streamed MFCC windows, the aligned driving video.
+
+Identity photos (and the first face of an identity video) are aligned by the preprocessing code
+(:func:`davs_model.align.align_face` on dlib's 68 landmarks, eyes entered twice as in the LRW training data that
+both our model and the authors' saw; the authors' demo script used the 3-point fit, a slight difference), then
+centre-cropped 260 → 256 ([2:258], spec §1.2) and resized to the model's size as the training loader does.
+MFCC windows are computed chunk by chunk, bit-identical to :func:`davs_model.audio.mfcc_bins` on the whole signal,
+so ten minutes of speech never hold more than a chunk of features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from davs_model import audio as mfcc
+from davs_model.align import align_face, anchor_transform, interpolate_missing, warp_aligned
+from davs_model.face import FaceLandmarker, anchors_from_68, track_landmarks
+from davs_model.io.media import MediaError, iter_video_frames, read_audio
+from davs_model.rendering.config import DEMO
+
+SAMPLE_RATE = 16000
+FPS = 25
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: one MFCC bin hop (4 × 160 samples) = one 40 ms frame
+FIRST_BIN = 2  # output frame i is paired with bin (or driving frame) i + 2
+AUDIO_OFFSET = FIRST_BIN * SAMPLES_PER_FRAME  # 1280 samples = 80 ms: the soundtrack starts this far in
+DEMO_TEXT = "Hello, this is a talking face demo."
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"}
+CROP = slice(2, 258)  # the original's test-time centre crop of the 260-px aligned face
+
+
+class NoFaceError(ValueError):
+    """No usable face in an identity photo or a driving video."""
+
+
+def to_model_size(rgb: np.ndarray, image_size: int) -> torch.Tensor:
+    """(k, 256, 256, 3) or (256, 256, 3) uint8 RGB → (k, 3, S, S) or (3, S, S) float in [0, 1], resized exactly as
+    the training loader (bilinear with antialias)."""
+    single = rgb.ndim == 3
+    x = torch.from_numpy(np.ascontiguousarray(rgb[None] if single else rgb)).permute(0, 3, 1, 2).float() / 255
+    if x.shape[-1] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        x = x.clamp_(0, 1)
+    return x[0] if single else x
+
+
+def _read_image(path: Path) -> np.ndarray:
+    data = np.fromfile(str(path), dtype=np.uint8)  # any file name, unlike cv2.imread
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ValueError(f"{path}: not an image OpenCV can read (PNG, JPEG, …) nor a video (by its suffix)")
+    return image
+
+
+def _demo_photo() -> np.ndarray:
+    import skimage.data
+
+    return np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
+
+
+def align_identity(image_bgr: np.ndarray, landmarker: FaceLandmarker) -> np.ndarray | None:
+    """The 256×256 RGB aligned centre crop of the largest face in ``image_bgr``; None when there is no face."""
+    faces = landmarker.detect(image_bgr)
+    if not faces:
+        return None
+    points = landmarker.landmarks(image_bgr, faces[0])
+    aligned, _ = align_face(image_bgr, anchors_from_68(points), duplicate_eyes=True)
+    return np.ascontiguousarray(aligned[CROP, CROP, ::-1])
+
+
+def load_identity(source: str | Path, landmarker: FaceLandmarker | None = None, max_video_frames: int = 250):
+    """Aligned identity A as (256, 256, 3) uint8 RGB from a photo, a video (its first frame with a face, within
+    ``max_video_frames``) or ``"demo"`` (skimage's astronaut photo). Raises NoFaceError naming the fix."""
+    landmarker = landmarker or FaceLandmarker(upsample=1)
+    if str(source) == DEMO:
+        out = align_identity(_demo_photo(), landmarker)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: identity file not found")
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            out = None
+            for k, frame in enumerate(iter_video_frames(path)):
+                if k >= max_video_frames or (out := align_identity(frame, landmarker)) is not None:
+                    break
+        else:
+            out = align_identity(_read_image(path), landmarker)
+    if out is None:
+        raise NoFaceError(
+            f"{source}: no face found. Use a photo with one frontal face of at least ~40 px between the chin and "
+            "the eyebrows (dlib's HOG detector, upsampled once); crop a large photo closer to the face if needed."
+        )
+    return out
+
+
+def load_speech(source: str | Path) -> np.ndarray:
+    """Mono int16 speech at 16 kHz from any audio or video file FFmpeg reads, or ``"demo"`` (a sentence
+    synthesised offline by espeak-ng)."""
+    if str(source) == DEMO:
+        from davs_model.demo.speech import synthesize
+
+        samples, _ = synthesize(DEMO_TEXT, voice="en-us", rate_wpm=150)
+        return samples
+    return read_audio(source, sample_rate=SAMPLE_RATE)
+
+
+def count_bins(samples: np.ndarray) -> int:
+    """Number of MFCC windows (= output frames in audio mode) of ``samples``, as :func:`mfcc.mfcc_bins`."""
+    nw, ns, _ = mfcc._frame_params(SAMPLE_RATE)
+    if len(samples) < nw:
+        return 0
+    return mfcc._n_bins(len(samples), SAMPLE_RATE, (len(samples) - nw) // ns + 1)
+
+
+def iter_mfcc_bins(samples: np.ndarray, chunk_bins: int = 64) -> Iterator[np.ndarray]:
+    """The rows of :func:`davs_model.audio.mfcc_bins` (int16 samples at 16 kHz, no trim) in chunks of at most
+    ``chunk_bins`` windows, float32 (k, 20, 12); bit-identical to the whole-signal computation.
+
+    A chunk starting at bin row k needs MFCC frames 4k … and the pre-emphasis needs the sample before them: the
+    segment starts one 160-sample hop early and its first MFCC frame (with the segment's own y[0]) is dropped.
+    """
+    if np.asarray(samples).dtype != np.int16:
+        raise TypeError("iter_mfcc_bins needs int16 samples (float input is scaled by its global peak)")
+    nw, ns, _ = mfcc._frame_params(SAMPLE_RATE)
+    n = count_bins(samples)
+    hop = mfcc.WINDOW_HOP
+    for k0 in range(0, n, chunk_bins):
+        k1 = min(n, k0 + chunk_bins)
+        f0, f1 = hop * k0, hop * (k1 - 1) + mfcc.WINDOW_FRAMES  # MFCC frames [f0, f1)
+        lead = 1 if f0 > 0 else 0
+        seg = samples[(f0 - lead) * ns : (f1 - 1) * ns + nw].astype(np.float64)
+        cc = mfcc._mfcc_from_prepared(seg, SAMPLE_RATE)[lead:]
+        windows = np.lib.stride_tricks.sliding_window_view(cc, mfcc.WINDOW_FRAMES, axis=0)[::hop][: k1 - k0]
+        yield np.ascontiguousarray(windows.transpose(0, 2, 1), dtype=np.float32)
+
+
+def soundtrack(samples: np.ndarray | None, n_frames: int) -> np.ndarray | None:
+    """The mp4's audio: the input from 80 ms on (output frame i shows bin i + 2, i.e. time (i + 2)/25 s), cut or
+    zero-padded to the video's n_frames/25 s."""
+    if samples is None:
+        return None
+    out = np.zeros(n_frames * SAMPLES_PER_FRAME, dtype=np.int16)
+    part = np.asarray(samples, dtype=np.int16)[AUDIO_OFFSET : AUDIO_OFFSET + len(out)]
+    out[: len(part)] = part
+    return out
+
+
+def video_has_audio(path: str | Path) -> bool:
+    try:
+        read_audio(path, sample_rate=SAMPLE_RATE, max_duration_s=0.04)
+    except MediaError:
+        return False
+    return True
+
+
+def driving_transforms(path: str | Path, landmarker: FaceLandmarker) -> np.ndarray:
+    """(T, 2, 3) per-frame alignment of a driving video (first pass: landmarks only; the LRW training protocol,
+    eyes entered twice; frames without a face get interpolated transforms)."""
+    track = track_landmarks(iter_video_frames(path), landmarker)
+    if not track.detected.any():
+        raise NoFaceError(f"{path}: no face found in any frame of the driving video")
+    ms = np.full((track.n_frames, 2, 3), np.nan)
+    for t in np.flatnonzero(track.detected):
+        ms[t] = anchor_transform(anchors_from_68(track.landmarks[t]), duplicate_eyes=True)
+    return interpolate_missing(ms, track.detected)
+
+
+def iter_driving_frames(path: str | Path, transforms: np.ndarray) -> Iterator[np.ndarray]:
+    """Second pass: aligned 256×256 RGB crops of the driving frames 2, 3, … (output frame i ↔ driving frame
+    i + 2), one at a time."""
+    for t, frame in enumerate(iter_video_frames(path)):
+        if t >= len(transforms):
+            break
+        if t >= FIRST_BIN:
+            yield np.ascontiguousarray(warp_aligned(frame, transforms[t])[CROP, CROP, ::-1])

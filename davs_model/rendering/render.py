@@ -1,0 +1,199 @@
+"""Render one identity photo driven by speech (audio mode) or by a video's lips (video mode), as the original's
+``test_all.py`` does, but streamed into an mp4 with its sound in place.
+
+Per output frame i: x̂_i = G(E_p(A), s·w_i) with w_i = E_a(MFCC bin i + 2) (audio mode, s = 1.5) or
+w_i = E_v(aligned driving frame i + 2) (video mode, s = 0.8), after the 5-step fine-tuning of E_p and G on A
+(:mod:`davs_model.rendering.finetune`). Frame i shows time (i + 2)/25 s of the driving media, so the soundtrack
+starts 80 ms into the input. Frames are generated ``chunk_frames`` at a time and encoded at once: memory stays flat
+in the audio length.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from davs_model.model import AUDIO_WID_SCALE, DAVS, VIDEO_WID_SCALE
+from davs_model.rendering import inputs
+from davs_model.rendering.config import DEFAULT_FINETUNE_STEPS
+from davs_model.rendering.finetune import finetune_identity
+from davs_model.rendering.outputs import RenderOutputs, waveform_panel
+
+log = logging.getLogger(__name__)
+
+ORIGINAL_SUFFIXES = (".pth.tar", ".pth", ".tar", ".pt")
+FINETUNE_ITEMS = 5  # the original fine-tunes on its first 5 items
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model file to render or evaluate with does not exist."""
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What a render produced: frames, mode, fine-tuning losses and speed."""
+
+    n_frames: int
+    mode: str
+    finetune_losses: tuple[float, ...]
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.n_frames / self.seconds if self.seconds > 0 else float("inf")
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/"auto": CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_model_file(path: str | Path, device: str | torch.device | None = None) -> DAVS:
+    """Our model file (``results/train/main/model.safetensors``, via ``training.checkpoint.load_model``) or the
+    authors' ``.pth.tar`` (via ``compat.load_original_checkpoint``), in eval mode on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"{path}: model file not found. Train one first (`snakemake train`, which writes "
+            "results/train/main/model.safetensors) or pass another with --checkpoint PATH (ours, or the authors' "
+            "101_DAVS_checkpoint.pth.tar)."
+        )
+    if path.name.endswith(ORIGINAL_SUFFIXES):
+        from davs_model.compat import load_original_checkpoint
+
+        model = load_original_checkpoint(path)
+    else:
+        from davs_model.training.checkpoint import load_model
+
+        model = load_model(path)
+    return model.to(pick_device(device)).eval()
+
+
+def _generate(model: DAVS, pid: list[torch.Tensor], wid: torch.Tensor) -> np.ndarray:
+    """(k, wid_dim) scaled wids → (k, S, S, 3) uint8 RGB frames."""
+    frames = model.decode([p.expand(len(wid), *p.shape[1:]) for p in pid], wid)
+    return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _chunks(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield np.stack(batch)
+            batch = []
+    if batch:
+        yield np.stack(batch)
+
+
+@torch.no_grad()
+def render(
+    model: DAVS | str | Path,
+    identity: str | Path,
+    out_mp4: str | Path,
+    *,
+    audio: str | Path | None = None,
+    video: str | Path | None = None,
+    side_by_side: str | Path | None = None,
+    grid: str | Path | None = None,
+    gif: str | Path | None = None,
+    finetune_steps: int = DEFAULT_FINETUNE_STEPS,
+    wid_scale: float | None = None,
+    device: str | torch.device | None = None,
+    chunk_frames: int = 32,
+    grid_frames: int = 8,
+    landmarker=None,
+) -> RenderResult:
+    """Render ``identity`` (photo, video or "demo") driven by ``video`` (lips) or else ``audio`` (speech; file
+    or "demo"). The soundtrack is ``audio``, or the driving video's own sound. Writes ``out_mp4`` (H.264 + AAC,
+    25 fps) and, when given, the side-by-side mp4 (identity | driving | generated), the PNG still grid and the GIF.
+
+    ``model`` is a DAVS (left unchanged: fine-tuning works on a copy) or a model file (:func:`load_model_file`).
+    """
+    if audio is None and video is None:
+        raise ValueError("give audio= (speech file or 'demo') and/or video= (a driving video)")
+    start = time.perf_counter()
+    dev = pick_device(device)
+    if isinstance(model, DAVS):
+        model = (copy.deepcopy(model) if finetune_steps > 0 else model).to(dev).eval()
+    else:
+        model = load_model_file(model, dev)
+    if landmarker is None:
+        from davs_model.face import FaceLandmarker
+
+        landmarker = FaceLandmarker(upsample=1)
+    size = model.config.image_size
+    identity_rgb = inputs.load_identity(identity, landmarker)
+    a = inputs.to_model_size(identity_rgb, size).to(dev)
+    identity_small = (a.permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+    speech = inputs.load_speech(audio) if audio is not None else None
+
+    if video is not None:
+        mode, scale = "video", VIDEO_WID_SCALE if wid_scale is None else wid_scale
+        transforms = inputs.driving_transforms(video, landmarker)
+        n_frames = len(transforms) - inputs.FIRST_BIN
+        if n_frames < 1:
+            raise ValueError(f"{video}: the driving video needs at least 3 frames")
+        if speech is None and inputs.video_has_audio(video):
+            speech = inputs.load_speech(video)
+        finetune_wids = model.encode_video(a[None, None])[0]  # E_v(A)
+        driving = (
+            inputs.to_model_size(block, size).to(dev)
+            for block in _chunks(inputs.iter_driving_frames(video, transforms), chunk_frames)
+        )
+    else:
+        mode, scale = "audio", AUDIO_WID_SCALE if wid_scale is None else wid_scale
+        n_frames = inputs.count_bins(speech)
+        if n_frames < 1:
+            raise ValueError(
+                f"{audio}: {len(speech) / 16000:.2f} s of audio is too short (one frame needs ≥ 0.22 s)"
+            )
+        mfcc_chunks = inputs.iter_mfcc_bins(speech, chunk_frames)
+        first = next(mfcc_chunks)
+        finetune_wids = model.encode_audio(torch.from_numpy(first[:FINETUNE_ITEMS]).to(dev)[None])[0]
+        driving = (torch.from_numpy(c).to(dev) for c in _prepend(first, mfcc_chunks))
+
+    losses = finetune_identity(model, a, finetune_wids, steps=finetune_steps)
+    if losses:
+        log.info("fine-tuned E_p and G for %d steps: loss %.4f → %.4f", len(losses), losses[0], losses[-1])
+    pid = model.encode_identity(a[None])
+    track = inputs.soundtrack(speech, n_frames)
+    peak = float(np.abs(speech).max()) if speech is not None and len(speech) else 1.0
+    with RenderOutputs(out_mp4, identity_small, n_frames, track, side_by_side, grid, gif, grid_frames) as out:
+        for block in driving:
+            if mode == "video":
+                wid = model.encode_video(block[None])[0]
+                panels = (block.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
+            else:
+                wid = model.encode_audio(block[None])[0]
+                panels = None
+            frames = _generate(model, pid, wid * scale)
+            for k, frame in enumerate(frames):
+                i = out.n
+                if panels is not None:
+                    panel = panels[k]
+                elif side_by_side or grid:
+                    hop = inputs.SAMPLES_PER_FRAME
+                    panel = waveform_panel(speech[hop * i : hop * i + 3440], size, peak)  # bin i + 2's 215 ms
+                else:
+                    panel = None
+                out.add(frame, panel)
+            if out.n % (10 * chunk_frames) < chunk_frames:
+                log.info("%d / %d frames", out.n, n_frames)
+    seconds = time.perf_counter() - start
+    log.info("rendered %d frames (%s mode) in %.1f s → %s", out.n, mode, seconds, out_mp4)
+    return RenderResult(out.n, mode, tuple(losses), seconds)
+
+
+def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest

@@ -1,0 +1,48 @@
+rule evaluate_model:
+    input:
+        model=evaluation_model(),
+        shards=shards_of(config["evaluate"]["split"]),
+    output:
+        json=report(
+            "results/evaluate/main/metrics.json",
+            category="Evaluation",
+            caption="../report/metrics.rst",
+            labels={"run": "main", "file": "metrics (JSON)"},
+        ),
+        md=report(
+            "results/evaluate/main/metrics.md",
+            category="Evaluation",
+            caption="../report/metrics.rst",
+            labels={"run": "main", "file": "metrics table (Markdown)"},
+        ),
+        png=report(
+            "results/evaluate/main/metrics.png",
+            category="Evaluation",
+            caption="../report/metrics.rst",
+            labels={"run": "main", "file": "metrics plot"},
+        ),
+    log:
+        "logs/evaluate_model/main.log",
+    benchmark:
+        "benchmarks/evaluate_model/main.tsv"
+    conda:
+        "../envs/davs.yaml"
+    threads: 2
+    resources:
+        gpu=min(train_gpus(), 1),
+        mem_mb=16000,
+        runtime=8 * 60,
+    params:
+        evaluate=config["evaluate"],
+        format_version=CHECKPOINT_FORMAT_VERSION,
+    script:
+        "../scripts/evaluate_model.py"
+
+
+rule evaluate:
+    input:
+        rules.evaluate_model.output,
+
+
+localrules:
+    evaluate,
