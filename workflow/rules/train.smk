@@ -1,3 +1,7 @@
+# Cluster needs: 4 CPU cores per training process (one process per GPU under torchrun), `gpu` GPUs (sbatch
+# --gpus=N with the Slurm executor), a day per job. A job stopped earlier (time limit, preemption, scancel) is
+# retried by the profile's `retries` and resumes from its work dir; --signal=TERM@300 sends SIGTERM 5 min before
+# the time limit so the state is saved at a step boundary rather than at the last periodic checkpoint.
 rule pretrain_association:
     input:
         train=shards_of("train"),
@@ -10,11 +14,12 @@ rule pretrain_association:
         "benchmarks/pretrain_association/pretrain_association.tsv"
     conda:
         "../envs/davs.yaml"
-    threads: 4
+    threads: 4 * max(1, train_gpus())
     resources:
         gpu=train_gpus(),
         mem_mb=32000,
         runtime=24 * 60,
+        slurm_extra="--signal=TERM@300",
     params:
         stage="pretrain",
         model=config["model"],
@@ -38,11 +43,12 @@ rule train_gan:
         "benchmarks/train_gan/train_gan.tsv"
     conda:
         "../envs/davs.yaml"
-    threads: 4
+    threads: 4 * max(1, train_gpus())
     resources:
         gpu=train_gpus(),
         mem_mb=64000,
-        runtime=48 * 60,
+        runtime=24 * 60,
+        slurm_extra="--signal=TERM@300",
     params:
         stage="main",
         model=config["model"],

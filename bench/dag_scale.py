@@ -1,0 +1,179 @@
+"""Scale of preprocessing LRW on a cluster: the DAG of an LRW-sized dataset, and the wall time on K nodes.
+
+``dag``: builds an LRW-style tree of EMPTY files (lipread_mp4/<WORD>/<split>/<WORD>_<NNNNN>.mp4; 500 words,
+default 978 train + 50 val + 50 test clips per word = 539,000 clips, LRW's 488,766 + 25,000 + 25,000 rounded up)
+and a manifest TSV listing every one of them, then times ``snakemake -n preprocess`` on it under
+``/usr/bin/time -v`` (wall time, peak memory). The files exist, so the catalog keeps every row and Snakemake
+stats every input exactly as with the real videos; only decoding would see that they are empty, and a dry run
+never decodes. ``--kind lrw`` uses the tree itself as an LRW source instead of the manifest.
+
+    python bench/dag_scale.py dag [--root /tmp/dag_scale] [--kind manifest|lrw] [--repeats 3] [--cprofile out.prof]
+
+``project``: the per-clip cost of a real preprocessing run, from its ``benchmarks/build_shard/*/*.tsv`` (Snakemake's
+benchmark of every shard job) and ``results/shards/*/index.json`` (clips per shard), and the jobs and wall time
+for all of LRW on K CPU nodes of C cores (one single-threaded shard job per core).
+
+    python bench/dag_scale.py project --run /tmp/davs-demo [--clips 539000] [--shards 256,16,16] [--cores 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------- dag
+def make_tree(root: Path, words: int, per_split: dict[str, int]) -> Path:
+    """The LRW layout with empty files, and manifest.tsv listing them (made once; reused when complete)."""
+    tree, manifest = root / "lipread_mp4", root / "manifest.tsv"
+    n = words * sum(per_split.values())
+    if manifest.exists() and sum(1 for _ in manifest.open()) == n + 1:
+        return manifest
+    t0 = time.perf_counter()
+    names = [f"W{i:03d}" for i in range(words)]
+    with open(manifest, "w", newline="") as fh:
+        out = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        out.writerow(["path", "split", "label", "word"])
+        for label, word in enumerate(names):
+            for split, count in per_split.items():
+                folder = tree / word / split
+                folder.mkdir(parents=True, exist_ok=True)
+                for k in range(1, count + 1):
+                    rel = f"lipread_mp4/{word}/{split}/{word}_{k:05d}.mp4"
+                    (root / rel).touch()
+                    out.writerow([rel, split, label, word])
+    print(f"made {n:,} empty files + {manifest} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return manifest
+
+
+def time_dry_run(workdir: Path, cprofile: str | None) -> dict:
+    """`snakemake -n preprocess` in workdir under /usr/bin/time -v: wall s, peak RSS MB, jobs per rule."""
+    snakemake = [sys.executable, "-m", "snakemake"]
+    if cprofile:
+        snakemake = [sys.executable, "-m", "cProfile", "-o", cprofile, "-m", "snakemake"]
+    cmd = ["/usr/bin/time", "-v", *snakemake, "--snakefile", str(REPO / "workflow/Snakefile")]
+    cmd += ["--directory", str(workdir), "-n", "--cores", "1", "--quiet", "rules", "preprocess"]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    err = proc.stderr
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", err).group(1)
+    seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + err, flags=re.M))
+    return {"wall_s": seconds, "peak_rss_mb": rss_kb / 1024, "jobs": jobs}
+
+
+def dag(args) -> None:
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    per_split = {"train": args.train, "val": args.val, "test": args.test}
+    manifest = make_tree(root, args.words, per_split)
+    n_train, n_val, n_test = (int(x) for x in args.shards.split(","))
+    source = (
+        "  lrw: {kind: manifest, path: manifest.tsv}\n"
+        if args.kind == "manifest"
+        else "  lrw: {kind: lrw, root: lipread_mp4}\n"
+    )
+    (root / "config.yaml").write_text(
+        f"sources:\n{source}preprocess:\n  shards: {{train: {n_train}, val: {n_val}, test: {n_test}}}\n"
+    )
+    n = sum(1 for _ in manifest.open()) - 1
+    runs = [time_dry_run(root, args.cprofile if i == 0 else None) for i in range(args.repeats)]
+    walls = [r["wall_s"] for r in runs]
+    print(
+        json.dumps(
+            {
+                "clips": n,
+                "kind": args.kind,
+                "shards": [n_train, n_val, n_test],
+                "wall_s": walls,
+                "wall_s_median": statistics.median(walls),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                "jobs": runs[0]["jobs"],
+            },
+            indent=1,
+        )
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- project
+def _benchmarks(run: Path) -> list[dict]:
+    """One row per shard job of a finished run: wall s, CPU s, clips (from the split's index.json)."""
+    rows = []
+    for split_dir in sorted((run / "benchmarks/build_shard").iterdir()):
+        index = json.loads((run / f"results/shards/{split_dir.name}/index.json").read_text())
+        per_shard: dict[str, int] = {}
+        for clip in index["clips"]:
+            shard = Path(str(clip["shard"])).stem
+            per_shard[shard] = per_shard.get(shard, 0) + 1
+        for tsv in sorted(split_dir.glob("*.tsv")):
+            with open(tsv) as fh:
+                bench = next(csv.DictReader(fh, delimiter="\t"))
+            clips = per_shard.get(tsv.stem, 0)
+            if clips:
+                rows.append({"shard": f"{split_dir.name}/{tsv.stem}", "clips": clips, "s": float(bench["s"]),
+                             "cpu_s": float(bench["cpu_time"]), "max_rss_mb": float(bench["max_rss"])})  # fmt: skip
+    if not rows:
+        raise SystemExit(f"no benchmarks/build_shard/*/*.tsv with clips under {run}")
+    return rows
+
+
+def project(args) -> None:
+    rows = _benchmarks(Path(args.run))
+    clips = sum(r["clips"] for r in rows)
+    wall_per_clip = sum(r["s"] for r in rows) / clips
+    cpu_per_clip = sum(r["cpu_s"] for r in rows) / clips
+    shards = [int(x) for x in args.shards.split(",")]
+    jobs = sum(shards)
+    per_job = args.clips / jobs
+    job_h = per_job * wall_per_clip / 3600
+    print(f"measured: {len(rows)} shard jobs, {clips} clips: {wall_per_clip:.3f} s wall / clip "
+          f"({cpu_per_clip:.3f} s CPU), peak {max(r['max_rss_mb'] for r in rows):.0f} MB per job")  # fmt: skip
+    print(f"LRW: {args.clips:,} clips in {jobs} shard jobs ({per_job:,.0f} clips, {job_h:.2f} h each); "
+          f"{args.clips * wall_per_clip / 3600:,.0f} core-hours")  # fmt: skip
+    print("| CPU nodes | cores | concurrent jobs | waves | projected wall time |")
+    print("|---:|---:|---:|---:|---:|")
+    for nodes in args.nodes:
+        slots = nodes * args.cores
+        waves = math.ceil(jobs / slots)
+        print(f"| {nodes} | {slots} | {min(jobs, slots)} | {waves} | {waves * job_h:.1f} h |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    d = sub.add_parser("dag", help="time `snakemake -n preprocess` on an LRW-sized dataset")
+    d.add_argument("--root", default="/tmp/dag_scale")
+    d.add_argument("--kind", choices=["manifest", "lrw"], default="manifest")
+    d.add_argument("--words", type=int, default=500)
+    d.add_argument("--train", type=int, default=978, help="train clips per word")
+    d.add_argument("--val", type=int, default=50)
+    d.add_argument("--test", type=int, default=50)
+    d.add_argument("--shards", default="256,16,16", help="shards of train,val,test")
+    d.add_argument("--repeats", type=int, default=3)
+    d.add_argument("--cprofile", help="write a cProfile of the first dry run here")
+    d.set_defaults(func=dag)
+    p = sub.add_parser("project", help="jobs and wall time for LRW on K nodes, from a real run's benchmarks")
+    p.add_argument("--run", required=True, help="folder of a finished `snakemake preprocess` run")
+    p.add_argument("--clips", type=int, default=539_000)
+    p.add_argument("--shards", default="256,16,16")
+    p.add_argument("--cores", type=int, default=32, help="cores per CPU node")
+    p.add_argument("--nodes", type=int, nargs="+", default=[1, 4, 8, 16, 32])
+    p.set_defaults(func=project)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
