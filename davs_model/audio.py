@@ -224,3 +224,29 @@ def write_bins(bins: np.ndarray, out_dir: str | PathLike[str], first_bin: int = 
         path.write_bytes(np.ascontiguousarray(window, dtype="<f8").tobytes())
         paths.append(path)
     return paths
+
+
+def dither_silence(samples: np.ndarray, min_run: int = 400, seed: int = 0) -> tuple[np.ndarray, int]:
+    """Replace runs of ≥ ``min_run`` exact-zero int16 samples with ±1 LSB deterministic noise.
+
+    The original's MFCC has no floor: a 25 ms frame of digital silence gives log(0) = −inf, which the networks turn
+    into NaN (the blank frames its users reported). A ±1 dither is 90 dB below speech and leaves every frame with
+    any signal bit-identical. Returns (samples, number of samples changed). Not used in preprocessing, which
+    keeps the original's features and rejects such clips with a reason instead.
+    """
+    x = np.asarray(samples)
+    if x.dtype != np.int16:
+        raise TypeError("dither_silence expects int16 samples")
+    zero = np.concatenate(([False], x == 0, [False]))
+    edges = np.flatnonzero(np.diff(zero.astype(np.int8)))
+    starts, ends = edges[0::2], edges[1::2]
+    long = (ends - starts) >= min_run
+    if not long.any():
+        return x, 0
+    out = x.copy()
+    rng = np.random.default_rng(seed)
+    changed = 0
+    for s, e in zip(starts[long], ends[long], strict=True):
+        out[s:e] = rng.choice(np.array([-1, 1], np.int16), size=e - s)
+        changed += e - s
+    return out, changed

@@ -10,6 +10,7 @@ so ten minutes of speech never hold more than a chunk of features.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from davs_model.align import align_face, anchor_transform, interpolate_missing, 
 from davs_model.face import FaceLandmarker, anchors_from_68, track_landmarks
 from davs_model.io.media import MediaError, iter_video_frames, read_audio
 from davs_model.rendering.config import DEMO
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 FPS = 25
@@ -105,8 +108,12 @@ def load_speech(source: str | Path) -> np.ndarray:
         from davs_model.demo.speech import synthesize
 
         samples, _ = synthesize(DEMO_TEXT, voice="en-us", rate_wpm=150)
-        return samples
-    return read_audio(source, sample_rate=SAMPLE_RATE)
+    else:
+        samples = read_audio(source, sample_rate=SAMPLE_RATE)
+    samples, changed = mfcc.dither_silence(samples)
+    if changed:
+        log.info("dithered %d samples of digital silence (±1 LSB) so every MFCC window is finite", changed)
+    return samples
 
 
 def count_bins(samples: np.ndarray) -> int:

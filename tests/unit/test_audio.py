@@ -329,3 +329,17 @@ def test_python_speech_features_differs() -> None:
         n = min(len(theirs), len(ours))
         diff = np.abs(theirs[:n] - ours[:n])
         assert np.median(diff) > 0.1 * np.median(np.abs(ours)), "python_speech_features matched?"
+
+
+def test_dither_silence_makes_digital_silence_finite_and_leaves_speech_alone():
+    rng = np.random.default_rng(0)
+    speech = (rng.normal(0, 3000, 16000)).astype(np.int16)
+    x = np.concatenate([speech[:8000], np.zeros(4000, np.int16), speech[8000:]])
+    assert not np.isfinite(audio.mfcc_bins(x)).all()  # the original's pipeline: log(0) on the silent frames
+    y, changed = audio.dither_silence(x)
+    assert changed == 4000 and np.abs(y[8000:12000]).max() == 1
+    assert np.array_equal(y[:8000], x[:8000]) and np.array_equal(y[12000:], x[12000:])
+    assert np.isfinite(audio.mfcc_bins(y)).all()
+    short = speech.copy()
+    short[100:300] = 0  # shorter than one 25 ms frame: untouched
+    assert audio.dither_silence(short)[1] == 0
