@@ -62,15 +62,15 @@ def time_dry_run(workdir: Path, cprofile: str | None) -> dict:
     if cprofile:
         snakemake = [sys.executable, "-m", "cProfile", "-o", cprofile, "-m", "snakemake"]
     cmd = ["/usr/bin/time", "-v", *snakemake, "--snakefile", str(REPO / "workflow/Snakefile")]
-    cmd += ["--directory", str(workdir), "-n", "--cores", "1", "--quiet", "rules", "preprocess"]
+    cmd += ["--directory", str(workdir), "-n", "--cores", "1", "preprocess", "--quiet", "rules"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if proc.returncode != 0:
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
+    if proc.returncode != 0 or "build_shard" not in jobs:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     err = proc.stderr
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", err).group(1)
     seconds = sum(float(x) * 60**i for i, x in enumerate(reversed(wall.split(":"))))
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + err, flags=re.M))
     return {"wall_s": seconds, "peak_rss_mb": rss_kb / 1024, "jobs": jobs}
 
 

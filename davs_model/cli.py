@@ -132,6 +132,27 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_original(args: argparse.Namespace) -> int:
+    import json
+
+    from davs_model.compat import CheckpointError, load_original_checkpoint, read_original_checkpoint
+    from davs_model.training.checkpoint import save_model
+
+    try:
+        model = load_original_checkpoint(args.input)
+        step = read_original_checkpoint(args.input).get("step", 0)
+    except CheckpointError as err:
+        print(f"davs convert-original: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = save_model(model, out / "model.safetensors", step=int(step) if isinstance(step, int) else 0)
+    config = {"model_config": model.config.to_dict(), "source": str(args.input), "weights": weights.name}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    print(f"wrote {weights} and {out / 'config.json'} (load with davs_model.training.checkpoint.load_model)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="davs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -194,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gif", help="also write a GIF (no sound)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, …")
     p.set_defaults(func=_cmd_render)
+    p = sub.add_parser(
+        "convert-original",
+        help="the authors' .pth.tar checkpoint → model.safetensors + config.json (read safely, keys matched strictly)",
+    )
+    p.add_argument("input", help="e.g. 101_DAVS_checkpoint.pth.tar")
+    p.add_argument("outdir")
+    p.set_defaults(func=_cmd_convert_original)
     return parser
 
 

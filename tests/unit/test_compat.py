@@ -141,3 +141,24 @@ def test_unreadable_files_get_a_clear_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match="x.pth.tar"):
         load_original_checkpoint(path, config=TINY)
+
+
+def test_convert_original_cli_writes_safetensors_that_load_to_the_same_model(tmp_path, monkeypatch):
+    import json
+
+    from davs_model.cli import main
+    from davs_model.training.checkpoint import load_model
+
+    paper = DAVS(ModelConfig(), with_discriminators=False).eval()
+    src = tmp_path / "101_DAVS_checkpoint.pth.tar"
+    save_original_checkpoint(paper, src, step=3)
+    out = tmp_path / "converted"
+    assert main(["convert-original", str(src), str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model_config"]["image_size"] == 256
+    loaded = load_model(out / "model.safetensors")
+    ours = paper.generator_state_dict()
+    theirs = loaded.generator_state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours if not k.endswith("num_batches_tracked"))
+    bad = tmp_path / "bad.pth.tar"
+    bad.write_bytes(b"nope")
+    assert main(["convert-original", str(bad), str(tmp_path / "x")]) == 2

@@ -94,3 +94,21 @@ def test_source_protocol_defaults_follow_the_original():
     assert (lrw.effective_trim_end, lrw.effective_trim_to_video) == (600, False)
     assert (vox.effective_trim_end, vox.effective_trim_to_video) == (0, True)
     assert SourceConfig(kind="lrw", root=".", mfcc_trim_end=0).effective_trim_end == 0
+
+
+def test_model_and_train_schema_match_the_dataclasses():
+    from davs_model.losses import LossWeights
+    from davs_model.training.config import ModelConfig, StageConfig, TrainConfig
+
+    props = SCHEMA["properties"]
+    assert set(props["model"]["properties"]) == {f.name for f in fields(ModelConfig)}
+    assert set(props["train"]["properties"]) == {f.name for f in fields(TrainConfig)}
+    assert set(SCHEMA["$defs"]["stage"]["properties"]) == {f.name for f in fields(StageConfig)}
+    config = _validate_with_defaults(yaml.safe_load((REPO / "config.yaml").read_text()))
+    train = TrainConfig.from_dict(config["train"])
+    assert ModelConfig.from_dict(config["model"]).image_size in (64, 128, 256)
+    assert train.main.lr == 2e-4 and train.main.betas == (0.9, 0.999)
+    assert ModelConfig() == ModelConfig.from_dict(_validate_with_defaults({})["model"])  # paper size by default
+    with pytest.raises(ValueError, match="l1_mouht"):
+        TrainConfig.from_dict({"loss_weights": {"l1_mouht": 8}})
+    assert TrainConfig.from_dict({"loss_weights": {"l1_mouth": 2}}).loss_weights == LossWeights(l1_mouth=2)
