@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_render)
     p = sub.add_parser(
         "convert-original",
-        help="the authors' .pth.tar checkpoint → model.safetensors + config.json (read safely, keys matched strictly)",
+        help="the authors' .pth.tar → model.safetensors + config.json (read safely, keys matched strictly)",
     )
     p.add_argument("input", help="e.g. 101_DAVS_checkpoint.pth.tar")
     p.add_argument("outdir")
