@@ -17,7 +17,8 @@ SOURCE_KINDS = ("demo", "lrw", "voxceleb1", "voxceleb2", "folder", "manifest")
 LRW_PROTOCOL_KINDS = ("lrw", "demo")
 
 
-def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
+def check_keys(cls: type, data: dict[str, Any], where: str) -> None:
+    """Raise ValueError naming unknown keys of ``data`` (not fields of the dataclass ``cls``) and the fix."""
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
@@ -44,7 +45,7 @@ class SourceConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str = "?") -> SourceConfig:
-        _check_keys(cls, data, f"sources.{name}")
+        check_keys(cls, data, f"sources.{name}")
         if data.get("kind") not in SOURCE_KINDS:
             raise ValueError(f"sources.{name}.kind must be one of {SOURCE_KINDS}, got {data.get('kind')!r}")
         data = dict(data)
@@ -87,7 +88,7 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None) -> PreprocessConfig:
         data = dict(data or {})
-        _check_keys(cls, data, "preprocess")
+        check_keys(cls, data, "preprocess")
         if "shards" in data:
             data["shards"] = {**{"train": 4, "val": 1, "test": 1}, **data["shards"]}
         if data.get("image_format", "jpeg") not in ("jpeg", "raw"):
@@ -111,7 +112,7 @@ class DemoSection:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None) -> DemoSection:
         data = dict(data or {})
-        _check_keys(cls, data, "demo")
+        check_keys(cls, data, "demo")
         for key in ("words", "voices"):
             if key in data:
                 data[key] = tuple(data[key])

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from davs_model.config import check_keys
 
 METRICS = ("word_accuracy", "retrieval", "psnr", "ssim", "lmd", "cpbd", "jitter")
 DEFAULT_MODEL = "results/train/main/model.safetensors"
-
-
-def check_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    """Raise ValueError naming unknown keys of ``data`` (not fields of the dataclass ``cls``)."""
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {sorted(unknown)} in {where}; known keys: {sorted(known)}. "
-            "Fix the spelling in config.yaml (see workflow/schemas/config.schema.yaml)."
-        )
 
 
 @dataclass(frozen=True)

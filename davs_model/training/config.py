@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from davs_model.config import check_keys
 from davs_model.losses import LossWeights
-
-
-def _check_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {sorted(unknown)} in {where}; known keys: {sorted(known)}. "
-            "Fix the spelling in config.yaml (see workflow/schemas/config.schema.yaml)."
-        )
 
 
 @dataclass(frozen=True)
@@ -34,7 +25,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None) -> ModelConfig:
         data = dict(data or {})
-        _check_keys(cls, data, "model")
+        check_keys(cls, data, "model")
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,7 +44,7 @@ class StageConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str) -> StageConfig:
         data = dict(data or {})
-        _check_keys(cls, data, where)
+        check_keys(cls, data, where)
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
         return cls(**data)
@@ -82,13 +73,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None) -> TrainConfig:
         data = dict(data or {})
-        _check_keys(cls, data, "train")
+        check_keys(cls, data, "train")
         if "pretrain" in data:
             data["pretrain"] = StageConfig.from_dict(data["pretrain"], "train.pretrain")
         if "main" in data:
             data["main"] = StageConfig.from_dict(data["main"], "train.main")
         if "loss_weights" in data:
-            _check_keys(LossWeights, data["loss_weights"], "train.loss_weights")
+            check_keys(LossWeights, data["loss_weights"], "train.loss_weights")
             data["loss_weights"] = replace(LossWeights(), **data["loss_weights"])
         return cls(**data)
 
