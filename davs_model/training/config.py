@@ -59,7 +59,6 @@ class TrainConfig:
     gpus: int = 1
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(steps=1000))
     main: StageConfig = field(default_factory=lambda: StageConfig(steps=10000))
-    identity_pretrain_steps: int = 0
     loss_weights: LossWeights = field(default_factory=LossWeights)
     checkpoint_every: int = 200
     log_every: int = 10
