@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# torch pinned to the CPU wheel first: an unpinned torch would pull several GB of CUDA packages
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[workflow,dev]"
+	# `snakemake train --profile slurm` from the repository root: installs profiles/slurm as your user profile
+	# unless you already have a `slurm` profile (never overwritten; docs/CLUSTER.md)
+	bash tools/install_slurm_profile.sh
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,9 +9,9 @@ never decodes. ``--kind lrw`` uses the tree itself as an LRW source instead of t
 
     python bench/dag_scale.py dag [--root /tmp/dag_scale] [--kind manifest|lrw] [--repeats 3] [--cprofile out.prof]
 
-``project``: the per-clip cost of a real preprocessing run, from its ``benchmarks/build_shard/*/*.tsv`` (Snakemake's
-benchmark of every shard job) and ``results/shards/*/index.json`` (clips per shard), and the jobs and wall time
-for all of LRW on K CPU nodes of C cores (one single-threaded shard job per core).
+``project``: the per-clip cost of a real preprocessing run, from its ``benchmarks/build_shard/*/*.tsv``
+(Snakemake's benchmark of every shard job) and ``results/shards/*/index.json`` (clips per shard), and the jobs
+and wall time for all of LRW on K CPU nodes of C cores (one single-threaded shard job per core).
 
     python bench/dag_scale.py project --run /tmp/davs-demo [--clips 539000] [--shards 256,16,16] [--cores 32]
 """
@@ -109,45 +109,66 @@ def dag(args) -> None:
 
 # ---------------------------------------------------------------------------------------------------- project
 def _benchmarks(run: Path) -> list[dict]:
-    """One row per shard job of a finished run: wall s, CPU s, clips (from the split's index.json)."""
+    """One row per shard job of a finished run: wall s, CPU s, peak RSS, clips (from the split's index.json)."""
     rows = []
     for split_dir in sorted((run / "benchmarks/build_shard").iterdir()):
         index = json.loads((run / f"results/shards/{split_dir.name}/index.json").read_text())
-        per_shard: dict[str, int] = {}
-        for clip in index["clips"]:
-            shard = Path(str(clip["shard"])).stem
-            per_shard[shard] = per_shard.get(shard, 0) + 1
+        clips_of = {Path(s["path"]).stem: s["n_clips"] for s in index["shards"]}
         for tsv in sorted(split_dir.glob("*.tsv")):
             with open(tsv) as fh:
                 bench = next(csv.DictReader(fh, delimiter="\t"))
-            clips = per_shard.get(tsv.stem, 0)
-            if clips:
-                rows.append({"shard": f"{split_dir.name}/{tsv.stem}", "clips": clips, "s": float(bench["s"]),
-                             "cpu_s": float(bench["cpu_time"]), "max_rss_mb": float(bench["max_rss"])})  # fmt: skip
+            if clips_of.get(tsv.stem):
+                rows.append(
+                    {
+                        "clips": clips_of[tsv.stem],
+                        "s": float(bench["s"]),
+                        "cpu_s": float(bench["cpu_time"]),
+                        "max_rss_mb": float(bench["max_rss"]),
+                    }
+                )
     if not rows:
         raise SystemExit(f"no benchmarks/build_shard/*/*.tsv with clips under {run}")
     return rows
 
 
+def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least squares y = a + b x: (a = per-job overhead, b = per-clip cost)."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else my / mx
+    return my - b * mx, b
+
+
 def project(args) -> None:
     rows = _benchmarks(Path(args.run))
-    clips = sum(r["clips"] for r in rows)
-    wall_per_clip = sum(r["s"] for r in rows) / clips
-    cpu_per_clip = sum(r["cpu_s"] for r in rows) / clips
+    clips = [r["clips"] for r in rows]
+    total = sum(clips)
+    wall_mean = sum(r["s"] for r in rows) / total
+    cpu_mean = sum(r["cpu_s"] for r in rows) / total
+    wall_a, wall_b = _fit(clips, [r["s"] for r in rows])
+    cpu_a, cpu_b = _fit(clips, [r["cpu_s"] for r in rows])
+    print(f"measured: {len(rows)} shard jobs, {total} clips ({min(clips)}-{max(clips)} per job); peak RSS "
+          f"{max(r['max_rss_mb'] for r in rows):.0f} MB per job")  # fmt: skip
+    print(f"  wall: {wall_mean:.3f} s/clip overall; fit {wall_b:.3f} s/clip + {wall_a:.2f} s/job")
+    print(f"  CPU:  {cpu_mean:.3f} s/clip overall; fit {cpu_b:.3f} s/clip + {cpu_a:.2f} s/job")
+    shard_bytes = sum(p.stat().st_size for p in Path(args.run).glob("results/shards/*/*.h5"))
+    lrw_gb = shard_bytes * args.clips / total / 1e9
+    print(f"  output: {shard_bytes / total / 1e3:.0f} kB of shard per clip ({lrw_gb:,.0f} GB for all clips)")
+    # project with the marginal wall cost per clip (the fit's slope) plus the fixed cost of a job (start-up,
+    # imports, detector load), both measured; --per-clip overrides the slope
+    per_clip = wall_b if args.per_clip is None else args.per_clip
     shards = [int(x) for x in args.shards.split(",")]
     jobs = sum(shards)
     per_job = args.clips / jobs
-    job_h = per_job * wall_per_clip / 3600
-    print(f"measured: {len(rows)} shard jobs, {clips} clips: {wall_per_clip:.3f} s wall / clip "
-          f"({cpu_per_clip:.3f} s CPU), peak {max(r['max_rss_mb'] for r in rows):.0f} MB per job")  # fmt: skip
-    print(f"LRW: {args.clips:,} clips in {jobs} shard jobs ({per_job:,.0f} clips, {job_h:.2f} h each); "
-          f"{args.clips * wall_per_clip / 3600:,.0f} core-hours")  # fmt: skip
-    print("| CPU nodes | cores | concurrent jobs | waves | projected wall time |")
-    print("|---:|---:|---:|---:|---:|")
+    job_h = (per_job * per_clip + max(wall_a, 0.0)) / 3600
+    print(f"LRW: {args.clips:,} clips in {jobs} shard jobs ({per_job:,.0f} clips, {job_h:.2f} h each at "
+          f"{per_clip:.3f} s/clip + {max(wall_a, 0.0):.1f} s); {jobs * job_h:,.1f} core-hours")  # fmt: skip
+    print(f"| CPU nodes ({args.cores} cores) | concurrent shard jobs | waves | projected wall time |")
+    print("|---:|---:|---:|---:|")
     for nodes in args.nodes:
         slots = nodes * args.cores
         waves = math.ceil(jobs / slots)
-        print(f"| {nodes} | {slots} | {min(jobs, slots)} | {waves} | {waves * job_h:.1f} h |")
+        print(f"| {nodes} | {min(jobs, slots)} | {waves} | {waves * job_h * 60:.0f} min |")
 
 
 def main() -> None:
@@ -170,6 +191,7 @@ def main() -> None:
     p.add_argument("--shards", default="256,16,16")
     p.add_argument("--cores", type=int, default=32, help="cores per CPU node")
     p.add_argument("--nodes", type=int, nargs="+", default=[1, 4, 8, 16, 32])
+    p.add_argument("--per-clip", type=float, help="seconds per clip to project with (default: the measured slope)")
     p.set_defaults(func=project)
     args = parser.parse_args()
     args.func(args)
