@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/snakemake --cores all preprocess
-	@echo "Shards in results/shards/, QC manifest in results/qc/ (manifest.tsv, summary.json, qc.png)"
+	$(BIN)/snakemake --cores all
+	@echo "Shards and QC in results/shards/, results/qc/; model in results/train/; metrics in results/evaluate/; videos in results/render/"
 
 lint: install
 	$(BIN)/ruff check .

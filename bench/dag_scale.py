@@ -56,12 +56,12 @@ def make_tree(root: Path, words: int, per_split: dict[str, int]) -> Path:
     return manifest
 
 
-def time_dry_run(workdir: Path, cprofile: str | None) -> dict:
+def time_dry_run(workdir: Path, cprofile: str | None, snakefile: Path) -> dict:
     """`snakemake -n preprocess` in workdir under /usr/bin/time -v: wall s, peak RSS MB, jobs per rule."""
     snakemake = [sys.executable, "-m", "snakemake"]
     if cprofile:
         snakemake = [sys.executable, "-m", "cProfile", "-o", cprofile, "-m", "snakemake"]
-    cmd = ["/usr/bin/time", "-v", *snakemake, "--snakefile", str(REPO / "workflow/Snakefile")]
+    cmd = ["/usr/bin/time", "-v", *snakemake, "--snakefile", str(snakefile)]
     cmd += ["--directory", str(workdir), "-n", "--cores", "1", "preprocess", "--quiet", "rules"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout + proc.stderr, flags=re.M))
@@ -89,7 +89,10 @@ def dag(args) -> None:
         f"sources:\n{source}preprocess:\n  shards: {{train: {n_train}, val: {n_val}, test: {n_test}}}\n"
     )
     n = sum(1 for _ in manifest.open()) - 1
-    runs = [time_dry_run(root, args.cprofile if i == 0 else None) for i in range(args.repeats)]
+    runs = [
+        time_dry_run(root, args.cprofile if i == 0 else None, Path(args.snakefile).resolve())
+        for i in range(args.repeats)
+    ]
     walls = [r["wall_s"] for r in runs]
     print(
         json.dumps(
@@ -184,6 +187,7 @@ def main() -> None:
     d.add_argument("--shards", default="256,16,16", help="shards of train,val,test")
     d.add_argument("--repeats", type=int, default=3)
     d.add_argument("--cprofile", help="write a cProfile of the first dry run here")
+    d.add_argument("--snakefile", default=str(REPO / "workflow/Snakefile"), help="e.g. another version's")
     d.set_defaults(func=dag)
     p = sub.add_parser("project", help="jobs and wall time for LRW on K nodes, from a real run's benchmarks")
     p.add_argument("--run", required=True, help="folder of a finished `snakemake preprocess` run")
