@@ -3,9 +3,10 @@
 ``dag``: builds an LRW-style tree of EMPTY files (lipread_mp4/<WORD>/<split>/<WORD>_<NNNNN>.mp4; 500 words,
 default 978 train + 50 val + 50 test clips per word = 539,000 clips, LRW's 488,766 + 25,000 + 25,000 rounded up)
 and a manifest TSV listing every one of them, then times ``snakemake -n preprocess`` on it under
-``/usr/bin/time -v`` (wall time, peak memory). The files exist, so the catalog keeps every row and Snakemake
-stats every input exactly as with the real videos; only decoding would see that they are empty, and a dry run
-never decodes. ``--kind lrw`` uses the tree itself as an LRW source instead of the manifest.
+``/usr/bin/time -v`` (wall time, peak memory). The files exist, so the catalog keeps every row and every file is
+stat'ed (for the shard jobs' params fingerprint) exactly as with the real videos; only decoding would see that they
+are empty, and a dry run never decodes. ``--kind lrw`` uses the tree itself as an LRW source instead of the
+manifest. ``--snakefile`` times another version of the workflow (e.g. a copy of an older one) on the same tree.
 
     python bench/dag_scale.py dag [--root /tmp/dag_scale] [--kind manifest|lrw] [--repeats 3] [--cprofile out.prof]
 

@@ -4,7 +4,9 @@
 
 Needs the demo shards (`make demo` or `snakemake --cores all preprocess`). Prints, at step 0 of stage 2 and every
 ``--every`` steps: the held-out (val split) mouth-region L1 of audio-driven generation, its drop from step 0, and
-the correlation between the generated and the real mouth opening, with the CPU minutes spent in stage 2.
+the correlation between the generated and the real mouth opening, with the time spent in stage 2: wall minutes
+and CPU minutes (user + system of this process and its finished DataLoader workers; on a shared machine the CPU
+time is the steadier figure).
 
 Mouth opening of a frame: the mean darkness (1 − grey level) of the central half of the mouth box, the region
 the demo's speech-driven mouth opens in. r is Pearson's correlation over all (clip, step) pairs of the val clips
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import resource
 import time
 from dataclasses import replace
 
@@ -28,6 +31,12 @@ from davs_model.training.checkpoint import load_model
 from davs_model.training.config import ModelConfig, StageConfig, TrainConfig
 from davs_model.training.loop import evaluate_mouth_l1, make_dataset, train_stage
 from davs_model.training.report import generate_sequences
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its reaped children (the DataLoader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def mouth_opening(frames: torch.Tensor, image_size: int) -> np.ndarray:
@@ -60,9 +69,10 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--width", type=float, default=0.125)
     p.add_argument("--work", default="/tmp/davs_learns")
+    p.add_argument("--shards", default="results/shards", help="folder with the demo's train/ and val/ shards")
     args = p.parse_args()
-    train = sorted(glob.glob("results/shards/train/*.h5"))
-    val = sorted(glob.glob("results/shards/val/*.h5"))
+    train = sorted(glob.glob(f"{args.shards}/train/*.h5"))
+    val = sorted(glob.glob(f"{args.shards}/val/*.h5"))
     if not train or not val:
         raise SystemExit("no demo shards: run `make demo` (or `snakemake --cores all preprocess`) first")
     torch.set_num_threads(2)
@@ -72,23 +82,25 @@ def main() -> None:
                       checkpoint_every=10_000, sample_every=10_000, log_every=10)  # fmt: skip
     common = dict(model_cfg=mc, train_shards=train, val_shards=val, progress=False)
     pre = f"{args.work}/pretrain.safetensors"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     train_stage("pretrain", cfg=cfg, work_dir=f"{args.work}/pretrain", out_model=pre, **common)
-    print(f"stage 1: {args.pretrain_steps} steps in {(time.perf_counter() - t0) / 60:.1f} CPU min", flush=True)
-    spent, l1_0 = 0.0, None
+    print(f"stage 1: {args.pretrain_steps} steps in {(time.perf_counter() - t0) / 60:.1f} wall min, "
+          f"{(cpu_seconds() - c0) / 60:.1f} CPU min", flush=True)  # fmt: skip
+    spent, cpu, l1_0 = 0.0, 0.0, None
     for steps in range(0, args.steps + 1, args.every):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_seconds()
         out = f"{args.work}/main_{steps:05d}.safetensors"
         run = replace(cfg, main=replace(cfg.main, steps=steps))
         train_stage("main", cfg=run, work_dir=f"{args.work}/main", out_model=out, init_from=pre, **common)
-        spent += time.perf_counter() - t
+        spent, cpu = spent + time.perf_counter() - t, cpu + cpu_seconds() - c
         model = load_model(out)
         l1 = evaluate_mouth_l1(model, val, device="cpu")
         l1_0 = l1 if l1_0 is None else l1_0
         r = opening_correlation(model, val)
         drop = 100 * (1 - l1 / l1_0)
         print(f"stage 2 step {steps:5d}: held-out mouth L1 {l1:.4f} ({drop:5.1f} % below step 0), "
-              f"mouth-opening r = {r:+.3f}, {spent / 60:.1f} CPU min", flush=True)  # fmt: skip
+              f"mouth-opening r = {r:+.3f}, {spent / 60:.1f} wall min, {cpu / 60:.1f} CPU min",
+              flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -115,6 +115,38 @@ def warp_aligned(image_bgr: np.ndarray, M: np.ndarray) -> np.ndarray:
     return cv2.resize(crop, (OUTPUT_SIZE, OUTPUT_SIZE))
 
 
+def _inverse_like_opencv(M: np.ndarray) -> np.ndarray:
+    """The inverse ``cv2.warpAffine`` computes from a forward matrix, in the same double operations
+    (``imgwarp.cpp``), so that passing it with ``WARP_INVERSE_MAP`` samples at the same coordinates."""
+    m00, m01, m02, m10, m11, m12 = (float(v) for v in np.asarray(M, dtype=np.float64).reshape(6))
+    d = m00 * m11 - m01 * m10
+    d = 1.0 / d if d != 0 else 0.0
+    a00, a01, a10, a11 = m11 * d, m01 * -d, m10 * -d, m00 * d
+    return np.array([[a00, a01, -a00 * m02 - a01 * m12], [a10, a11, -a10 * m02 - a11 * m12]])
+
+
+def warp_aligned_fast(image_bgr: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """:func:`warp_aligned` computing only canvas rows 104..371 and columns 0..311 (the crop and what lies left
+    of it): 46 % of the canvas, ~1.6× faster. OpenCV's fixed-point sampling depends on the absolute output
+    column (``adelta[x]``) but only on the row through ``M[1]·y + M[2]``, so the rows are moved into the matrix
+    and the columns kept; the output equals the parity path's (tests/unit/test_align.py checks it)."""
+    _validate_image(image_bgr)
+    M = np.asarray(M, dtype=np.float64)
+    if M.shape != (2, 3) or not np.all(np.isfinite(M)):
+        raise ValueError(f"M must be a finite (2, 3) matrix, got shape {M.shape}")
+    inv = _inverse_like_opencv(M)
+    inv[:, 2] += CROP_TOP * inv[:, 1]  # output row 0 is canvas row CROP_TOP
+    band = cv2.warpAffine(
+        image_bgr,
+        inv,
+        (CROP_RIGHT, CROP_SIZE),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=BORDER_VALUE,
+    )
+    return cv2.resize(band[:, CROP_LEFT:], (OUTPUT_SIZE, OUTPUT_SIZE))
+
+
 def align_face(
     image_bgr: np.ndarray, anchors: np.ndarray, duplicate_eyes: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -104,7 +104,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from davs_model.rendering.render import ModelNotFoundError, render
 
     if args.audio is None and args.video is None:
-        print("davs render: give --audio (speech) and/or --video (a driving video)", file=sys.stderr)
+        print("davs render: give --audio (speech) and/or --driving-video (a driving video)", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -120,6 +120,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
             finetune_steps=0 if args.no_finetune else args.finetune_steps,
             wid_scale=args.wid_scale,
             device=args.device,
+            paste_back=not args.crop_only,
+            bf16=args.bf16,
         )
     except (ModelNotFoundError, NoFaceError, MediaError, FileNotFoundError, ValueError) as err:
         print(f"davs render: {err}", file=sys.stderr)
@@ -194,12 +196,29 @@ def build_parser() -> argparse.ArgumentParser:
         "render",
         help="photo + speech (or a driving video) → talking-face mp4 (H.264 + AAC, 25 fps)",
         description="Render a talking face: the identity photo's mouth follows the speech (or the driving video's "
-        "lips). Frame i shows time (i + 2)/25 s of the input, so the soundtrack starts 80 ms into it.",
+        "lips), pasted back into the whole photo. Frame i shows time (i + 2)/25 s of the input, so the soundtrack "
+        "starts 80 ms into it.",
     )
     p.add_argument("--face", required=True, help="identity: any photo with a frontal face, a video, or 'demo'")
     p.add_argument("--audio", help="driving speech: any audio/video file FFmpeg reads, or 'demo'")
-    p.add_argument("--video", help="driving video: its lips drive the mouth (its sound is used unless --audio)")
-    p.add_argument("-o", "--out", required=True, help="output mp4")
+    p.add_argument(
+        "--driving-video",
+        dest="video",
+        metavar="VIDEO",
+        help="driving video: its lips drive the mouth (its sound is used unless --audio)",
+    )
+    p.add_argument("--video", dest="video", help=argparse.SUPPRESS)  # the former name, kept as an alias
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output mp4: the whole photo (longer side ≤ 1280 px) with the generated face blended in",
+    )
+    p.add_argument(
+        "--crop-only",
+        action="store_true",
+        help="write the aligned face crop (model size) instead of the whole photo",
+    )
     p.add_argument(
         "--checkpoint",
         default=DEFAULT_CHECKPOINT,
@@ -214,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", help="also write a PNG grid of stills")
     p.add_argument("--gif", help="also write a GIF (no sound)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, …")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="generate in bfloat16: ~2x faster on CPUs with AVX512-BF16/AMX and on recent GPUs (slower on "
+        "others); output within about one grey level",
+    )
     p.set_defaults(func=_cmd_render)
     p = sub.add_parser(
         "convert-original",

@@ -132,6 +132,27 @@ class DemoSection:
         )
 
 
+def schema_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Every error of ``config`` against the JSON schema, one short line each naming the key (unknown keys with the
+    closest known one). Snakemake's ``validate`` stops at the first error and prints the whole schema section."""
+    import difflib
+
+    import jsonschema  # a dependency of Snakemake; imported only when the workflow validates
+
+    lines = []
+    for err in sorted(jsonschema.Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.path)):
+        where = ".".join(str(p) for p in err.absolute_path)
+        if err.validator == "additionalProperties" and err.schema.get("additionalProperties") is False:
+            known = sorted(err.schema.get("properties", {}))
+            for key in sorted(set(err.instance) - set(known)):
+                near = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                lines.append(f"unknown key {where + '.' if where else ''}{key}{hint}; known: {', '.join(known)}")
+        else:
+            lines.append(f"{where or 'config'}: {err.message}")
+    return lines
+
+
 def sources_from_dict(data: dict[str, dict[str, Any]] | None) -> dict[str, SourceConfig]:
     """``sources:`` → {name: SourceConfig}; the demo dataset when none is given."""
     data = data or {"demo": {"kind": "demo"}}

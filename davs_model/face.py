@@ -117,12 +117,14 @@ class TrackResult:
         detected: (T,) bool; True where ``landmarks`` is valid.
         detector_calls: detector calls spent on this clip.
         n_frames: T.
+        max_faces: most faces the detector found in one frame (the largest is tracked); 0 with ``boxes``.
     """
 
     landmarks: np.ndarray
     detected: np.ndarray
     detector_calls: int
     n_frames: int
+    max_faces: int = 0
 
 
 def _rect(box: np.ndarray) -> dlib.rectangle:
@@ -251,6 +253,7 @@ def track_landmarks(
     landmarks: list[np.ndarray] = []
     detected: list[bool] = []
     track: _Track | None = None
+    max_faces = 0
     for t, frame in enumerate(frames):
         rgb = _to_rgb(frame)
         pts: np.ndarray | None = None
@@ -266,6 +269,7 @@ def track_landmarks(
             if pts is None:
                 track = None
                 rects = landmarker._detect_rgb(rgb)
+                max_faces = max(max_faces, len(rects))
                 if rects:
                     pts = landmarker._landmarks_rgb(rgb, rects[0])
                     track = _start_track(frame, rects[0], pts)
@@ -279,6 +283,7 @@ def track_landmarks(
         detected=np.array(detected, dtype=bool),
         detector_calls=landmarker.detector_calls - calls_before,
         n_frames=n,
+        max_faces=max_faces,
     )
 
 

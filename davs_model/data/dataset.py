@@ -36,6 +36,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 
 MAX_CROP_OFFSET = FRAME_SIZE - PAPER_IMAGE_SIZE  # 260 − 256 = 4: offsets 0..4 (train), 2 (eval)
 EVAL_CROP_OFFSET = MAX_CROP_OFFSET // 2
-RAW_MAX_GAP = 8  # raw shards: frames this close are read as one contiguous block (see ``_read_frames``)
 
 
 def aligned_run(frame_index: np.ndarray) -> tuple[int, int]:
@@ -69,6 +69,15 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0])
 
 
+def image_tensor(x: torch.Tensor, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A batch's images on ``device`` as ``dtype`` in [0, 1], (..., 3, S, S): uint8 ones (``uint8=True`` datasets,
+    (..., S, S, 3)) are moved as bytes and converted there; float ones are moved and cast."""
+    if x.dtype == torch.uint8:
+        x = x.to(device, non_blocking=True).movedim(-1, -3)
+        return x.to(dtype, memory_format=torch.contiguous_format).div_(255.0)
+    return x.to(device, dtype)
+
+
 class ShardClipDataset(Dataset):
     """All clips of the given shards, sampled for one DAVS training step each (see the module docstring).
 
@@ -82,11 +91,14 @@ class ShardClipDataset(Dataset):
         train: random crop + flip (True) or centre crop (False).
         seed: base of the per-item seeds (with ``set_epoch``'s epoch and the item index).
         min_bins: skip clips with fewer aligned items; default (None) and minimum: what the windows need.
+        uint8: images as stored, uint8 RGB (…,S,S,3), instead of float32 (…,3,S,S) in [0, 1]: the training
+            loop's choice (a quarter of the bytes); :func:`image_tensor` converts them on the device.
 
-    Item (float32 in [0, 1], RGB): ``identity`` (3,S,S); ``frames`` (pred_length,3,S,S) the classification
-    items; ``mfcc`` (pred_length,20,12) their MFCC windows (index-aligned with ``frames``); ``gen_index`` b
-    (generation targets are ``frames[b:b+sequence_length]``); ``disfc_frames`` (disfc_length,3,S,S);
-    ``label`` int64 (−1: no word class); ``clip_id`` str.
+    Item (images float32 in [0, 1] RGB, or uint8, see ``uint8``): ``identity`` (3,S,S); ``frames``
+    (pred_length,3,S,S) the classification items; ``mfcc`` (pred_length,20,12) their MFCC windows (index-aligned
+    with ``frames``); ``gen_index`` b (generation targets are ``frames[b:b+sequence_length]``); ``disfc_frames``
+    (disfc_length,3,S,S); ``label`` int64 (−1: no word class); ``speaker`` int64 (index into ``speakers``, −1:
+    none); ``clip_id`` str.
     """
 
     def __init__(
@@ -102,6 +114,7 @@ class ShardClipDataset(Dataset):
         train: bool,
         seed: int = 0,
         min_bins: int | None = None,
+        uint8: bool = False,
     ):
         self.image_size = check_image_size(image_size)
         if min(pred_length, stride, sequence_length, disfc_length) < 1 or sequence_length > pred_length:
@@ -119,6 +132,7 @@ class ShardClipDataset(Dataset):
             raise ValueError(f"min_bins={min_bins} is below what the windows need ({needed} aligned items)")
         self.min_bins = needed if min_bins is None else int(min_bins)
         self.split, self.shard_paths = split, [Path(p) for p in shard_paths]
+        self.uint8 = bool(uint8)
         self._build_index()
         self._readers: list[ShardReader] | None = None
         self._readers_pid: int | None = None
@@ -127,13 +141,12 @@ class ShardClipDataset(Dataset):
 
     def _build_index(self) -> None:
         """One row per usable clip: shard, clip index, first bin row, its frame, number of aligned items."""
-        rows, labels, ids, skipped, self._raw = [], [], [], [], []
+        rows, labels, speakers, ids, skipped = [], [], [], [], []
         for s, path in enumerate(self.shard_paths):
             reader = ShardReader(path)
             try:
                 if reader.attr("split") != self.split:
                     raise ShardError(f"{path}: shard of split {reader.attr('split')!r}, not {self.split!r}")
-                self._raw.append(reader.attr("image_format") == "raw")
                 for i, clip_id in enumerate(reader.clip_ids):
                     frame_index = reader.array(i, FRAME_INDEX)
                     first, n = aligned_run(frame_index)
@@ -141,12 +154,17 @@ class ShardClipDataset(Dataset):
                         skipped.append(clip_id)
                         continue
                     rows.append((s, i, first, int(frame_index[first]) if n else 0, n))
-                    labels.append(int(reader.meta(i, ("label",))["label"]))
+                    meta = reader.meta(i, ("label", "speaker"))
+                    labels.append(int(meta["label"]))
+                    speakers.append(str(meta.get("speaker") or ""))
                     ids.append(clip_id)
             finally:
                 reader.close()
         self._rows = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
         self._labels = np.asarray(labels, dtype=np.int64)
+        self.speakers = sorted({s for s in speakers if s})  # speaker index k names self.speakers[k]
+        lookup = {name: k for k, name in enumerate(self.speakers)}
+        self._speaker_ids = np.asarray([lookup.get(s, -1) for s in speakers], dtype=np.int64)
         self.clip_ids, self.skipped_clip_ids = ids, skipped
         log.info(
             "%s: %d clips from %d shards; skipped %d with fewer than %d aligned frame/bin items",
@@ -157,6 +175,16 @@ class ShardClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Word label of each clip (−1: none), (N,) int64."""
+        return self._labels
+
+    @property
+    def speaker_ids(self) -> np.ndarray:
+        """Index into :attr:`speakers` of each clip's speaker (−1: none), (N,) int64."""
+        return self._speaker_ids
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's draws; call before creating each epoch's DataLoader iterator (not with
@@ -206,24 +234,40 @@ class ShardClipDataset(Dataset):
         return choice
 
     def _read_frames(self, shard: int, clip: int, frames: np.ndarray) -> np.ndarray:
-        """(k,260,260,3) uint8 RGB of the sorted, unique ``frames``. JPEG shards decode exactly those; raw shards
-        read contiguous blocks (gaps up to RAW_MAX_GAP filled), because h5py is ~100× slower on a non-contiguous
-        index list (0.28 s for 22 of 25 frames) than on a contiguous one."""
-        reader = self._reader(shard)
-        if not self._raw[shard]:
-            return reader.frames(clip, frames)
-        blocks = []
-        for run in np.split(frames, np.flatnonzero(np.diff(frames) > RAW_MAX_GAP) + 1):
-            blocks.append(reader.frames(clip, np.arange(run[0], run[-1] + 1))[run - run[0]])
-        return np.concatenate(blocks)
+        """(k,260,260,3) uint8 RGB of the sorted, unique ``frames``: the reader reads contiguous slices and decodes
+        only these frames."""
+        return self._reader(shard).frames(clip, frames)
 
-    def _images(self, raw: np.ndarray, crop: tuple[int, int], flip: bool) -> torch.Tensor:
-        """(k,260,260,3) uint8 RGB → (k,3,S,S) float32 in [0,1]: flip, crop 256 at ``crop``, resize to S."""
-        if flip:
-            raw = raw[:, :, ::-1]
+    @staticmethod
+    def _crop(raw: np.ndarray, crop: tuple[int, int], flip: bool) -> np.ndarray:
+        """(k,260,260,3) uint8 RGB → a (k,256,256,3) view: flipped, then cropped at ``crop`` (no copy)."""
         top, left = crop
-        raw = raw[:, top : top + PAPER_IMAGE_SIZE, left : left + PAPER_IMAGE_SIZE]
-        x = torch.from_numpy(np.ascontiguousarray(raw)).permute(0, 3, 1, 2).float().div_(255.0)
+        raw = raw[:, :, ::-1] if flip else raw
+        return raw[:, top : top + PAPER_IMAGE_SIZE, left : left + PAPER_IMAGE_SIZE]
+
+    def _to_uint8(self, raw: np.ndarray, crop: tuple[int, int], flip: bool) -> np.ndarray:
+        """(k,260,260,3) uint8 → (k,S,S,3) contiguous uint8, channels last as stored: the same pixels as
+        :meth:`_crop` (flip, then crop), copied by OpenCV (numpy copies a mirrored view ~10× slower); other sizes
+        are resized in float and rounded back. A quarter of the bytes to collate, pass between processes and copy
+        to the GPU, and no transposition in the loader: :func:`image_tensor` does both on the device."""
+        if self.image_size != PAPER_IMAGE_SIZE:
+            x = self._to_float(self._crop(raw, crop, flip))
+            return x.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        top, left = crop
+        if flip:  # flipped column j is column 259 − j: the flipped crop at left is the mirrored crop at 4 − left
+            left = MAX_CROP_OFFSET - left
+        window = raw[:, top : top + PAPER_IMAGE_SIZE, left : left + PAPER_IMAGE_SIZE]
+        if not flip:
+            return np.ascontiguousarray(window)
+        out = np.empty(window.shape, np.uint8)
+        for k, frame in enumerate(window):
+            cv2.flip(frame, 1, dst=out[k])
+        return out
+
+    def _to_float(self, u8: np.ndarray) -> torch.Tensor:
+        """(k,256,256,3) uint8 (any strides) → (k,3,S,S) contiguous float32 in [0,1], resized to S."""
+        x = torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2)
+        x = x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
         if self.image_size != PAPER_IMAGE_SIZE:
             size = (self.image_size, self.image_size)
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
@@ -239,11 +283,25 @@ class ShardClipDataset(Dataset):
         disfc_items = c["disfc_start"] + np.arange(self.disfc_length)
         # each needed frame is read and decoded once
         items = np.unique(np.concatenate([[c["identity"]], pred_items, disfc_items]))
-        images = self._images(self._read_frames(shard, clip, first_frame + items), c["crop"], c["flip"])
+        raw = self._read_frames(shard, clip, first_frame + items)
+        view = self._crop(raw, c["crop"], c["flip"])
         position = {int(item): k for k, item in enumerate(items)}
+        if self.uint8:  # crop + flip once, then each output is a gather of contiguous frames (numpy: ~20× torch)
+            frames_u8 = self._to_uint8(raw, c["crop"], c["flip"])
 
-        def pick(its) -> torch.Tensor:  # a copy, not a view of ``images``
-            return images[[position[int(i)] for i in its]]
+            def pick(its) -> torch.Tensor:
+                return torch.from_numpy(frames_u8[[position[int(i)] for i in its]])
+
+        elif self.image_size == PAPER_IMAGE_SIZE:  # floats are most of the work: each output straight from uint8
+
+            def pick(its) -> torch.Tensor:
+                return self._to_float(view[[position[int(i)] for i in its]])
+
+        else:  # resize each frame once, then copy the small results
+            images = self._to_float(view)
+
+            def pick(its) -> torch.Tensor:
+                return images[[position[int(i)] for i in its]]
 
         mfcc = self._reader(shard).mfcc(clip)[first_bin + pred_items]
         return {
@@ -253,5 +311,6 @@ class ShardClipDataset(Dataset):
             "gen_index": c["gen_index"],
             "disfc_frames": pick(disfc_items),
             "label": torch.tensor(self._labels[index], dtype=torch.int64),
+            "speaker": torch.tensor(self._speaker_ids[index], dtype=torch.int64),
             "clip_id": self.clip_ids[index],
         }

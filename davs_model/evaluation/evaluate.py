@@ -11,16 +11,18 @@ items, are skipped and counted):
   the model's resolution (the 256 centre crop resized as in training). The ground-truth row goes through the same
   code (PSNR/SSIM/LMD of the ground truth against itself are their ideal values by construction).
 
-Reconstruction metrics are means over clips of per-clip values. LSE-C/LSE-D need SyncNet weights (config
-``evaluate.syncnet``); without them the row says so and nothing fails.
+Reconstruction metrics are means over clips of per-clip values. LSE-C/LSE-D (:mod:`.lse`) need SyncNet weights
+(config ``evaluate.syncnet``) and the clips' audio, which the shards do not hold: ``audio_paths`` maps clip ids to
+their source videos (the workflow passes the catalog's). Without either the entry says "skipped: …" and nothing
+fails; the three rows of the reconstruction are scored by the same code.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 import dlib
@@ -29,9 +31,11 @@ import torch
 
 from davs_model.data.dataset import aligned_run
 from davs_model.evaluation import metrics
-from davs_model.evaluation.config import EvaluateConfig, SyncNetConfig
+from davs_model.evaluation.config import EvaluateConfig
+from davs_model.evaluation.lse import DEFINITION as LSE_DEFINITION
+from davs_model.evaluation.lse import LSE_SKIPPED, LSEScorer, lse_status
 from davs_model.evaluation.report import write_json, write_markdown, write_plot
-from davs_model.io.shards import FRAME_INDEX, ShardReader
+from davs_model.io.shards import BIN_NUMBERS, FRAME_INDEX, ShardReader
 from davs_model.model import AUDIO_WID_SCALE, DAVS, VIDEO_WID_SCALE
 from davs_model.networks.common import mouth_box
 from davs_model.rendering.finetune import finetune_identity
@@ -49,30 +53,7 @@ FIXED_BOX_256 = (
     240,
 )  # left, top, right, bottom: the face box of an aligned 256 crop, when none found
 ROWS = ("ground_truth", "audio_driven", "video_driven")
-LSE_SKIPPED = "skipped: weights not provided"
-
-
-def lse_status(cfg: SyncNetConfig) -> dict:
-    """LSE-C / LSE-D row: skipped without weights; with weights, their SHA-256 is checked (mismatch = error)."""
-    if cfg.weights is None:
-        return {"status": LSE_SKIPPED}
-    path = Path(cfg.weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"evaluate.syncnet.weights: {path} not found")
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != str(cfg.sha256).lower():
-        raise ValueError(
-            f"{path}: SHA-256 {digest.hexdigest()} differs from evaluate.syncnet.sha256 {cfg.sha256}; "
-            "check that the file is the SyncNet model you meant (syncnet_v2.model) and fix the hash in config.yaml"
-        )
-    return {
-        "status": "not implemented: the SyncNet weights are verified (SHA-256 ok), but this version does not "
-        "compute LSE-C/LSE-D yet",
-        "sha256": digest.hexdigest(),
-    }
+__all__ = ["LSE_SKIPPED", "evaluate", "lse_status"]
 
 
 class MouthLandmarks:
@@ -105,14 +86,16 @@ class MouthLandmarks:
 
 
 def _clip_tensors(reader: ShardReader, i: int, size: int, need: int):
-    """(frames (n, 3, S, S), mfcc (n, 20, 12) float32, label) of a clip's aligned run, or None if n < need."""
+    """(frames (n, 3, S, S), mfcc (n, 20, 12) float32, label, bin numbers (n,)) of a clip's aligned run, or None
+    if n < need."""
     frame_index = reader.array(i, FRAME_INDEX)
     first, n = aligned_run(frame_index)
     if n < need:
         return None
     raw = reader.frames(i, np.arange(frame_index[first], frame_index[first] + n))[:, CROP, CROP]
     mfcc = reader.mfcc(i)[first : first + n].astype(np.float32)
-    return to_model_size(raw, size), torch.from_numpy(mfcc), int(reader.meta(i, ("label",))["label"])
+    label = int(reader.meta(i, ("label",))["label"])
+    return to_model_size(raw, size), torch.from_numpy(mfcc), label, reader.array(i, BIN_NUMBERS)[first : first + n]
 
 
 def _images(x: torch.Tensor) -> np.ndarray:
@@ -164,13 +147,16 @@ def evaluate(
     *,
     device: str | torch.device | None = None,
     model: DAVS | None = None,
+    audio_paths: Mapping[str, str | Path] | None = None,
 ) -> dict:
     """Evaluate ``model_path`` (or an in-memory ``model``) on ``test_shards``; writes the JSON, Markdown and PNG
-    and returns the JSON's content."""
+    and returns the JSON's content. ``audio_paths`` (clip id → source video) gives LSE the clips' audio, which
+    the shards do not hold."""
     cfg = cfg if isinstance(cfg, EvaluateConfig) else EvaluateConfig.from_dict(cfg)
     lse = lse_status(cfg.syncnet)  # fail fast on a wrong hash
     dev = pick_device(device)
     model = (model.to(dev) if model is not None else load_model_file(model_path, dev)).eval()
+    scorer = LSEScorer(lse, cfg.syncnet, audio_paths, dev)
     mc = model.config
     size, wanted = mc.image_size, cfg.metrics
     scale_a = AUDIO_WID_SCALE if cfg.audio_wid_scale is None else cfg.audio_wid_scale
@@ -191,7 +177,7 @@ def evaluate(
                 if clip is None:
                     skipped += 1
                     continue
-                frames, mfcc, label = clip
+                frames, mfcc, label, bins = clip
                 frames, mfcc = frames.to(dev), mfcc.to(dev)
                 wa = model.encode_audio(mfcc[None])[0]
                 wv = model.encode_video(frames[None])[0]
@@ -201,7 +187,7 @@ def evaluate(
                 logits_v.append(model.model_fusion(wv[sel][None])[0].cpu().numpy())
                 emb_a.append(wa[sel].flatten().cpu().numpy())
                 emb_v.append(wv[sel].flatten().cpu().numpy())
-                if recon_wanted:
+                if recon_wanted or scorer.active:
                     a, steps = frames[0], cfg.finetune_steps
                     recon = {
                         "ground_truth": _images(frames),
@@ -210,7 +196,9 @@ def evaluate(
                             model, a, wv * scale_v, steps, model.encode_video(a[None, None])[0]
                         ),
                     }
-                    values = _reconstruction(recon, tuple(recon_wanted), mouth_box(size), landmarks)
+                    scorer.add(reader.clip_ids[i], bins, recon)
+                    box = mouth_box(size)
+                    values = _reconstruction(recon, tuple(recon_wanted), box, landmarks) if recon_wanted else {}
                     for row, vals in values.items():
                         for key, v in vals.items():
                             per_clip[row][key].append(v)
@@ -231,11 +219,13 @@ def evaluate(
         "image_size": size,
         "wid_scale": {"audio": scale_a, "video": scale_v},
         "finetune_steps": cfg.finetune_steps,
-        "lse": lse,
+        "lse": scorer.result(),
         "definitions": {
             k: metrics.DEFINITIONS[k] for k in (*wanted, "word_accuracy", "retrieval") if k in metrics.DEFINITIONS
         },
     }
+    if "rows" in result["lse"]:
+        result["definitions"]["lse"] = LSE_DEFINITION
     if "word_accuracy" in wanted:
         y = np.asarray(labels)
         ok = (y >= 0) & (y < mc.n_words)

@@ -18,6 +18,12 @@ COLUMNS = [  # key, header, format
     ("jitter", "jitter ↓", "{:.3f}"),
 ]
 RECALLS = ("R@1", "R@5", "R@10", "R@50")
+LSE_COLUMNS = (
+    ("lse_d", "{:.3f}"),
+    ("lse_c", "{:.3f}"),
+    ("mean_abs_offset", "{:.2f}"),
+    ("in_sync_percent", "{:.1f}"),
+)
 
 
 def _clean(value):
@@ -104,7 +110,16 @@ def markdown(result: dict) -> str:
             }.get(row, "")
             lines.append(f"| {label} | " + " | ".join(_fmt(rec[row].get(k), f) for k, _, f in cols) + " |")
         lines.append("")
-    lines += ["## Lip sync (SyncNet LSE-C / LSE-D)", "", r["lse"]["status"], "", "## Definitions", ""]
+    lines += ["## Lip sync (SyncNet LSE-C / LSE-D)", "", r["lse"]["status"], ""]
+    if "rows" in r["lse"]:
+        lines += [
+            "| frames | LSE-D ↓ | LSE-C ↑ | mean abs. AV offset (frames) | clips in sync (%) |",
+            "|---|---|---|---|---|",
+        ]
+        for row, d in r["lse"]["rows"].items():
+            lines.append(f"| {ROW_NAMES[row]} | " + " | ".join(_fmt(d[k], f) for k, f in LSE_COLUMNS) + " |")
+        lines.append("")
+    lines += ["## Definitions", ""]
     lines += [f"- **{k}**: {v}" for k, v in r["definitions"].items()]
     return "\n".join(lines) + "\n"
 
@@ -134,6 +149,10 @@ def write_plot(result: dict, path: str | Path) -> None:
     for key, header, _ in COLUMNS:
         if key in rec.get("ground_truth", {}):
             panels.append((header, [ROW_NAMES[k] for k in ROW_NAMES], [rec[k].get(key) for k in ROW_NAMES]))
+    lse_rows = r["lse"].get("rows", {})
+    for key, header in (("lse_d", "LSE-D ↓"), ("lse_c", "LSE-C ↑")):
+        if lse_rows:
+            panels.append((header, [ROW_NAMES[k] for k in lse_rows], [d[key] for d in lse_rows.values()]))
     n = len(panels) + ("retrieval" in r)
     cols = min(n, 4) or 1
     rows = max(1, math.ceil(n / cols))

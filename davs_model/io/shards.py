@@ -1,9 +1,7 @@
-"""HDF5 shards of preprocessed clips: record type, atomic writer, lazy reader.
+"""HDF5 shards of preprocessed clips: atomic writer, lazy reader.
 
-Layout: root attrs (``ShardWriter.__enter__``), ``clip_ids`` (n,) vlen UTF-8 (surrogateescape);
-per clip a group ``clips/000000`` with ``align_face256`` (jpeg: (T,) vlen uint8, one JPEG file per
-frame; raw: (T,260,260,3) uint8 RGB), ``ARRAYS`` and attrs ``RECORD_ATTRS`` + extra. Index and
-export to the original folder layout: :mod:`davs_model.io.export` (re-exported here, lazily).
+The layout and the record type (:class:`ClipRecord`) are in :mod:`davs_model.io.shard_format`; index and export to
+the original folder layout in :mod:`davs_model.io.export` (re-exported here, lazily).
 """
 
 from __future__ import annotations
@@ -11,8 +9,9 @@ from __future__ import annotations
 import importlib
 import operator
 import os
+import zlib
+from collections.abc import Iterable
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,93 +20,40 @@ import h5py
 import numpy as np
 
 from davs_model import SHARD_FORMAT_VERSION, __version__
+from davs_model.io.shard_format import (  # noqa: F401  (BIN_NUMBERS … FRAME_SIZE: re-exported)
+    ALIGN_FACE,
+    ARRAYS,
+    BIN_NUMBERS,
+    CLIP_IDS,
+    CLIPS,
+    CORRUPT_HINT,
+    CRC32,
+    FIX_HINT,
+    FRAME_INDEX,
+    FRAME_SIZE,
+    IMAGE_FORMATS,
+    MFCC,
+    RECORD_ATTRS,
+    ClipRecord,
+    FrameStream,
+    ShardError,
+    encode_str,
+    from_h5,
+    set_attr,
+)
 
-__all__ = ["ClipRecord", "ShardError", "ShardReader", "ShardWriter"]
+__all__ = ["ClipRecord", "FrameStream", "ShardError", "ShardReader", "ShardWriter"]
 
-CLIP_IDS, CLIPS, ALIGN_FACE, MFCC = "clip_ids", "clips", "align_face256", "mfcc20"
-BIN_NUMBERS, FRAME_INDEX = "bin_numbers", "frame_index"
-TRANSFORMS, DETECTED = "transforms", "detected"
-# per-clip datasets besides the frames: name -> (ClipRecord field and clip() key, dtype)
-ARRAYS = {
-    MFCC: ("mfcc", np.float64), BIN_NUMBERS: (BIN_NUMBERS, np.int64), DETECTED: (DETECTED, bool),
-    FRAME_INDEX: (FRAME_INDEX, np.int64), TRANSFORMS: (TRANSFORMS, np.float64),
-}  # fmt: skip
-FRAME_SIZE, IMAGE_FORMATS = 260, ("jpeg", "raw")
-RECORD_ATTRS = (
-    "clip_id", "source", "split", "label", "word", "speaker", "input_fps", "n_frames", "n_bins",
-)  # fmt: skip
-FIX_HINT = "re-run `snakemake preprocess`; the shard format changed"
-CORRUPT_HINT = "the file is corrupt or truncated: delete it and re-run `snakemake preprocess`"
-
-
-class ShardError(RuntimeError):
-    """A shard is missing, corrupt, truncated, of another format version, or not a shard."""
-
-
-def encode_str(s: str) -> bytes:
-    return s.encode("utf-8", "surrogateescape")
-
-
-def from_h5(v: object) -> object:
-    if isinstance(v, bytes | np.bytes_):
-        return bytes(v).decode("utf-8", "surrogateescape")
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def _set_attr(attrs: h5py.AttributeManager, key: str, value: object) -> None:
-    if isinstance(value, str):
-        attrs.create(key, encode_str(value), dtype=h5py.string_dtype("utf-8"))
-    elif isinstance(value, bool | int | float | np.bool_ | np.integer | np.floating):
-        attrs[key] = value
-    else:
-        raise TypeError(f"attribute {key!r}: expected str, int, float or bool, got {type(value)}")
-
-
-@dataclass
-class ClipRecord:
-    """One preprocessed clip, as the pipeline produces it (frames in OpenCV BGR order)."""
-
-    clip_id: str
-    source: str
-    split: str
-    label: int  # -1: no class label
-    word: str
-    speaker: str
-    frames_bgr: np.ndarray  # (T,260,260,3) uint8 BGR
-    mfcc: np.ndarray  # (N,20,12) float64
-    bin_numbers: np.ndarray  # (N,) int, the original's l >= 2
-    frame_index: np.ndarray  # (N,) int, video frame paired with each bin (bin l <-> frame l)
-    transforms: np.ndarray  # (T,2,3) float64
-    detected: np.ndarray  # (T,) bool
-    input_fps: float
-    extra: dict[str, float | int | str] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        """Raise ValueError naming the clip when a field has the wrong shape, type or range."""
-        f, m = np.asarray(self.frames_bgr), np.asarray(self.mfcc)
-        b, fi = np.asarray(self.bin_numbers), np.asarray(self.frame_index)
-        t, n, s = len(f) if f.ndim else 0, len(m) if m.ndim == 3 else -1, FRAME_SIZE
-        checks = [
-            (f.dtype == np.uint8 and f.shape[1:] == (s, s, 3) and t > 0,
-             f"frames_bgr must be (T>0,{s},{s},3) uint8, got {f.shape} {f.dtype}"),
-            (m.shape == (n, 20, 12) and m.dtype.kind in "fiu",
-             f"mfcc must be (N,20,12) float, got {m.shape} {m.dtype}"),
-            (b.shape == (n,) and b.dtype.kind in "iu" and bool(np.all(b >= 2)),
-             f"bin_numbers must be (N,) ints >= 2, got {b.shape} {b.dtype}"),
-            (fi.shape == (n,) and fi.dtype.kind in "iu" and bool(np.all((fi >= 0) & (fi < t))),
-             f"frame_index must be (N,) ints in [0, T={t}), got {fi.shape} {fi.dtype}"),
-            (np.shape(self.transforms) == (t, 2, 3), f"transforms must be ({t},2,3)"),
-            (np.shape(self.detected) == (t,), f"detected must be ({t},)"),
-            (isinstance(self.label, int | np.integer) and self.label >= -1, "label must be >= -1"),
-            (not set(self.extra) & set(RECORD_ATTRS), f"extra keys clash with {RECORD_ATTRS}"),
-        ]  # fmt: skip
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(f"clip {self.clip_id!r}: {msg}")
+MAX_GAP_RAW, MAX_GAP_JPEG = 8, 64  # ShardReader.frames: selected frames this close are read in one slice
+JPEG_BLOCK = 32  # ShardWriter: encoded frames written to the file per HDF5 call
 
 
 class ShardWriter:
-    """Atomic writer: clips go to ``<name>.tmp-<pid>``, renamed to ``path`` on success."""
+    """Atomic writer: clips go to ``<name>.tmp-<pid>``, renamed to ``path`` on success.
+
+    ``add`` writes a clip's frames one at a time as they arrive (JPEG-encoded in blocks of ``JPEG_BLOCK``), so a
+    streamed clip is never held whole; a clip whose frames fail part-way is removed from the shard again.
+    """
 
     def __init__(self, path, split: str, shard: int, image_format="jpeg", jpeg_quality=95):
         if image_format not in IMAGE_FORMATS:
@@ -122,7 +68,7 @@ class ShardWriter:
 
     def __enter__(self) -> ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f, self._ids = h5py.File(self.tmp_path, "w"), []
+        self._f, self._ids = h5py.File(self.tmp_path, "w", libver=("v108", "v108")), []  # checksummed headers
         try:
             for key, value in {
                 "format_version": SHARD_FORMAT_VERSION, "split": self.split, "shard": self.shard,
@@ -130,7 +76,7 @@ class ShardWriter:
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "davs_model_version": __version__,
             }.items():  # fmt: skip
-                _set_attr(self._f.attrs, key, value)
+                set_attr(self._f.attrs, key, value)
             self._f.create_group(CLIPS)
         except BaseException:
             self._abort()
@@ -138,32 +84,63 @@ class ShardWriter:
         return self
 
     def add(self, record: ClipRecord) -> int:
-        """Append one clip; returns its index in the shard."""
+        """Append one clip (consuming a streamed ``frames_bgr``); returns its index in the shard.
+
+        If the frames fail part-way (a bad frame, a count other than announced, an error of the stream), the
+        partial clip is deleted and the error propagates: the shard holds the clips added before, whole.
+        """
         if self._f is None:
             raise RuntimeError("ShardWriter.add() called outside its `with` block")
         record.validate()
         if record.clip_id in self._ids:
             raise ValueError(f"{self.path}: clip id {record.clip_id!r} added twice")
-        i, frames, q = len(self._ids), np.asarray(record.frames_bgr), self.jpeg_quality
+        i, t = len(self._ids), len(record.frames_bgr)
         g = self._f.create_group(f"{CLIPS}/{i:06d}")
-        if self.image_format == "jpeg":
-            data, params = np.empty(len(frames), dtype=object), [cv2.IMWRITE_JPEG_QUALITY, q]
-            for j, im in enumerate(frames):  # cv2.imencode raises cv2.error if it fails
-                data[j] = cv2.imencode(".jpg", im, params)[1].reshape(-1)
-            g.create_dataset(ALIGN_FACE, data=data, dtype=h5py.vlen_dtype(np.uint8))
-        else:  # RGB, one chunk per frame, uncompressed: cheap random access to single frames
-            rgb = np.ascontiguousarray(frames[..., ::-1])
-            g.create_dataset(ALIGN_FACE, data=rgb, chunks=(1, *rgb.shape[1:]))
-        g[ALIGN_FACE].attrs["image_format"] = self.image_format
-        for name, (key, dtype) in ARRAYS.items():
-            g.create_dataset(name, data=np.asarray(getattr(record, key), dtype=dtype))
-        values = {k: getattr(record, k) for k in RECORD_ATTRS[:6]}
-        values.update(input_fps=float(record.input_fps), n_frames=len(frames))
-        values.update(n_bins=len(record.mfcc), **record.extra)
-        for key, value in values.items():
-            _set_attr(g.attrs, key, value)
+        try:
+            self._write_frames(g, record.frames_bgr, t, record.clip_id)
+            for name, (key, dtype) in ARRAYS.items():
+                g.create_dataset(name, data=np.asarray(getattr(record, key), dtype=dtype), fletcher32=True)
+            values = {k: getattr(record, k) for k in RECORD_ATTRS[:6]}
+            values.update(input_fps=float(record.input_fps), n_frames=t)
+            values.update(n_bins=len(record.mfcc), **record.extra)
+            for key, value in values.items():
+                set_attr(g.attrs, key, value)
+        except BaseException:
+            with suppress(Exception):  # the original exception matters, not this one
+                del self._f[g.name]  # its file space is not reused: the shard may grow by the partial clip
+            raise
         self._ids.append(record.clip_id)
         return i
+
+    def _write_frames(self, g: h5py.Group, frames: Iterable[np.ndarray], t: int, clip_id: str) -> None:
+        s, jpeg, params = FRAME_SIZE, self.image_format == "jpeg", [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality]
+        if jpeg:
+            ds = g.create_dataset(ALIGN_FACE, shape=(t,), dtype=h5py.vlen_dtype(np.uint8))
+            crc, block = np.zeros(t, np.uint32), np.empty(JPEG_BLOCK, dtype=object)
+        else:  # RGB, one chunk per frame, uncompressed: cheap random access to single frames
+            ds = g.create_dataset(
+                ALIGN_FACE, shape=(t, s, s, 3), dtype=np.uint8, chunks=(1, s, s, 3), fletcher32=True
+            )
+        n = 0
+        for j, im in enumerate(frames):
+            if j >= t or not (isinstance(im, np.ndarray) and im.shape == (s, s, 3) and im.dtype == np.uint8):
+                got = f"more than {t} frames" if j >= t else f"{getattr(im, 'shape', type(im))}"
+                raise ValueError(f"clip {clip_id!r}: frame {j}: expected ({s},{s},3) uint8, got {got}")
+            if jpeg:  # cv2.imencode raises cv2.error if it fails
+                block[j % JPEG_BLOCK] = data = cv2.imencode(".jpg", im, params)[1].reshape(-1)
+                crc[j] = zlib.crc32(data)
+                if (j + 1) % JPEG_BLOCK == 0:
+                    _write_vlen(ds, j + 1 - JPEG_BLOCK, block)
+            else:
+                ds[j] = im[..., ::-1]
+            n = j + 1
+        if n != t:
+            raise ValueError(f"clip {clip_id!r}: {n} frames arrived, {t} announced")
+        if jpeg:
+            if n % JPEG_BLOCK:
+                _write_vlen(ds, n - n % JPEG_BLOCK, block[: n % JPEG_BLOCK])
+            g.create_dataset(CRC32, data=crc, dtype=np.uint32, fletcher32=True)
+        ds.attrs["image_format"] = self.image_format
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -186,6 +163,14 @@ class ShardWriter:
                 self._f.close()
             self._f = None
         self.tmp_path.unlink(missing_ok=True)
+
+
+def _write_vlen(ds: h5py.Dataset, start: int, items: np.ndarray) -> None:
+    """``ds[start : start + len(items)] = items`` for a 1-D object array of uint8 arrays (h5py's ``ds[a:b] = ``
+    stacks equal-length items into a 2-D array and fails; one call per item costs ~6x more)."""
+    space = ds.id.get_space()
+    space.select_hyperslab((start,), (len(items),))
+    ds.id.write(h5py.h5s.create_simple((len(items),)), space, items)
 
 
 class ShardReader:
@@ -218,7 +203,9 @@ class ShardReader:
         """The open file (opened and checked on first use); h5py errors become ShardError."""
         try:
             yield self._open()
-        except (OSError, KeyError) as e:  # h5py: OSError for damaged files, KeyError for objects
+        except ShardError:
+            raise
+        except (OSError, KeyError, RuntimeError) as e:  # h5py: damaged file, object, attributes
             raise ShardError(f"{self.path}: cannot read ({e}); {CORRUPT_HINT}") from e
 
     def close(self) -> None:
@@ -270,20 +257,30 @@ class ShardReader:
         return self.array(i, MFCC)
 
     def frames(self, i: int, idx=None) -> np.ndarray:
-        """(k,260,260,3) uint8 RGB; only the frames selected by ``idx`` are read and decoded."""
+        """(k,260,260,3) uint8 RGB of the frames ``idx`` selects (any order, repeats allowed); only they decode."""
         with self._reading() as f:
-            ds = self._group(f, i)[ALIGN_FACE]
+            g = self._group(f, i)
+            ds, crc = g[ALIGN_FACE], (g[CRC32][()] if CRC32 in g else None)  # no CRC32: an older shard
             sel = np.atleast_1d(np.arange(ds.shape[0])[slice(None) if idx is None else idx])
-            out = np.empty((len(sel), FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
-            if len(sel) and ds.ndim == 4:  # raw RGB; h5py wants increasing, unique indices
-                uniq, inverse = np.unique(sel, return_inverse=True)
-                return ds[uniq][inverse]
-            for k, j in enumerate(sel):
-                im = cv2.imdecode(ds[j], cv2.IMREAD_COLOR)
-                if im is None or im.shape != out.shape[1:]:
-                    raise ShardError(f"{self.path}: clip {i} frame {j}: bad JPEG; {CORRUPT_HINT}")
-                out[k] = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
-        return out
+            if not len(sel):
+                return np.empty((0, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+            uniq, inverse = np.unique(sel, return_inverse=True)
+            # Contiguous slices only: h5py is ~100x slower on an index list, and one read per JPEG costs ~0.4 ms.
+            # Sorted frames at most MAX_GAP apart share one slice (the frames between are read and dropped).
+            gap = MAX_GAP_RAW if ds.ndim == 4 else MAX_GAP_JPEG
+            runs = np.split(uniq, np.flatnonzero(np.diff(uniq) > gap) + 1)
+            picked = [ds[run[0] : run[-1] + 1][run - run[0]] for run in runs]
+            if ds.ndim == 4:  # raw RGB
+                return np.concatenate(picked)[inverse.reshape(-1)]
+            decoded = np.empty((len(uniq), FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+            for k, data in enumerate(b for block in picked for b in block):
+                if crc is not None and zlib.crc32(data) != crc[uniq[k]]:
+                    raise ShardError(f"{self.path}: clip {i} frame {uniq[k]}: checksum mismatch; {CORRUPT_HINT}")
+                im = cv2.imdecode(data, cv2.IMREAD_COLOR)
+                if im is None or im.shape != decoded.shape[1:]:
+                    raise ShardError(f"{self.path}: clip {i} frame {uniq[k]}: bad JPEG; {CORRUPT_HINT}")
+                cv2.cvtColor(im, cv2.COLOR_BGR2RGB, dst=decoded[k])
+        return decoded if len(uniq) == len(sel) and np.array_equal(uniq, sel) else decoded[inverse.reshape(-1)]
 
     def clip(self, i: int) -> dict:
         """Everything about one clip: meta fields, ``frames`` (RGB), ``mfcc`` and the arrays."""

@@ -5,8 +5,11 @@ Used while Snakemake builds the DAG (so it must stay fast and import nothing hea
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 from davs_model.config import DemoSection, SourceConfig
@@ -95,3 +98,23 @@ def plan_shards(clips: list[Clip], shards: dict[str, int]) -> dict[tuple[str, st
     for clip in clips:
         plan[(clip.split, f"{shard_of(clip.clip_id, shards[clip.split]):03d}")].append(clip)
     return plan
+
+
+def files_fingerprint(clips: Iterable[Clip]) -> str:
+    """BLAKE2b (hex) of every clip's video and box file: path, size and mtime (ns), in the given order.
+
+    Stands in for declaring the files as Snakemake inputs (cheaper at LRW scale): any change, touch, removal or
+    restoration of a file changes the digest. A missing file is hashed as missing, never an error here.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for clip in clips:
+        for path in (clip.path, clip.boxes_path):
+            if not path:
+                continue
+            try:
+                st = os.stat(path)
+                entry = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n"
+            except OSError:
+                entry = f"{path}\0missing\n"
+            digest.update(entry.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()

@@ -1,13 +1,92 @@
-"""The QC manifest: every clip's row from every shard, a summary and a plot."""
+"""QC: one row per clip (:class:`QCRow`, written per shard by :func:`write_qc`); the manifest of every shard's
+rows, a summary and a plot."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from davs_model.preprocess.pipeline import QC_COLUMNS
+from davs_model.preprocess.sources import Clip
+
+QC_COLUMNS = (
+    "clip_id",
+    "source",
+    "split",
+    "label",
+    "speaker",
+    "frames",
+    "input_fps",
+    "n_bins",
+    "status",
+    "reason",
+    "notes",
+    "detection_rate",
+    "detector_calls",
+    "faces",
+    "jitter_scale",
+    "jitter_shift_px",
+    "seconds",
+    "path",
+)
+
+
+@dataclass
+class QCRow:
+    clip: Clip
+    status: str = "ok"
+    reason: str = ""
+    message: str = ""
+    frames: int = 0
+    input_fps: float = float("nan")
+    n_bins: int = 0
+    detection_rate: float = float("nan")
+    detector_calls: int = 0
+    faces: int = 0
+    notes: list[str] = field(default_factory=list)
+    jitter_scale: float = float("nan")
+    jitter_shift_px: float = float("nan")
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def as_row(self) -> dict[str, str]:
+        c = self.clip
+        reason = f"{self.reason}: {self.message}" if self.message else self.reason
+        values = {
+            "clip_id": c.clip_id,
+            "source": c.source,
+            "split": c.split,
+            "label": c.label,
+            "speaker": c.speaker,
+            "frames": self.frames,
+            "input_fps": f"{self.input_fps:.3f}",
+            "n_bins": self.n_bins,
+            "status": self.status,
+            "reason": reason.replace("\t", " ").replace("\n", " "),
+            "notes": "; ".join(self.notes).replace("\t", " ").replace("\n", " "),
+            "detection_rate": f"{self.detection_rate:.4f}",
+            "detector_calls": self.detector_calls,
+            "faces": self.faces,
+            "jitter_scale": f"{self.jitter_scale:.4f}",
+            "jitter_shift_px": f"{self.jitter_shift_px:.4f}",
+            "seconds": f"{self.seconds:.3f}",
+            "path": c.path,
+        }
+        return {k: str(v) for k, v in values.items()}
+
+
+def write_qc(rows: list[QCRow], path: str | Path) -> None:
+    """QC rows as a TSV (atomic: temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        writer = csv.DictWriter(fh, QC_COLUMNS, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_row())
+    tmp.replace(path)
 
 
 def read_qc(paths: list[str | Path]) -> list[dict[str, str]]:

@@ -48,10 +48,12 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """The ``render:`` section: which checkpoint renders which samples."""
+    """The ``render:`` section: which checkpoint renders which samples; ``paste_back``: the mp4 shows the whole
+    photo with the generated face blended in (else the aligned crop)."""
 
     checkpoint: str | None = None
     grid_frames: int = 8
+    paste_back: bool = True
     samples: dict[str, SampleConfig] = field(default_factory=dict)
 
     @classmethod
@@ -64,6 +66,8 @@ class RenderConfig:
             }
         if data.get("grid_frames", 8) < 1:
             raise ValueError("render.grid_frames must be >= 1")
+        if not isinstance(data.get("paste_back", True), bool):
+            raise ValueError("render.paste_back must be true or false")
         return cls(**data)
 
     @property

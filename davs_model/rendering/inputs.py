@@ -1,9 +1,10 @@
 """Render inputs: the aligned identity, the speech as streamed MFCC windows, the aligned driving video.
 
-Identity photos (and the first face of an identity video) are aligned by the preprocessing code
-(:func:`davs_model.align.align_face` on dlib's 68 landmarks, eyes entered twice as in the LRW training data that
-both our model and the authors' saw; the authors' demo script used the 3-point fit, a slight difference), then
-centre-cropped 260 → 256 ([2:258], spec §1.2) and resized to the model's size as the training loader does.
+Identity photos (and the first face of an identity video), scaled down to a longer side of at most 1280 px, are
+aligned by the preprocessing code (:func:`davs_model.align.align_face` on dlib's 68 landmarks, eyes entered twice
+as in the LRW training data that both our model and the authors' saw; the authors' demo script used the 3-point
+fit, a slight difference), then centre-cropped 260 → 256 ([2:258], spec §1.2) and resized to the model's size as
+the training loader does.
 MFCC windows are computed chunk by chunk, bit-identical to :func:`davs_model.audio.mfcc_bins` on the whole signal,
 so ten minutes of speech never hold more than a chunk of features.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -24,6 +26,7 @@ from davs_model.align import align_face, anchor_transform, interpolate_missing, 
 from davs_model.face import FaceLandmarker, anchors_from_68, track_landmarks
 from davs_model.io.media import MediaError, iter_video_frames, read_audio
 from davs_model.rendering.config import DEMO
+from davs_model.rendering.pasteback import cap_size
 
 log = logging.getLogger(__name__)
 
@@ -66,19 +69,33 @@ def _demo_photo() -> np.ndarray:
     return np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
 
 
-def align_identity(image_bgr: np.ndarray, landmarker: FaceLandmarker) -> np.ndarray | None:
-    """The 256×256 RGB aligned centre crop of the largest face in ``image_bgr``; None when there is no face."""
+@dataclass(frozen=True)
+class IdentityFrame:
+    """The identity: its aligned crop A, the photo (or video frame) it came from and the photo → canvas
+    similarity ``transform`` (for :mod:`davs_model.rendering.pasteback`)."""
+
+    aligned: np.ndarray  # (256, 256, 3) uint8 RGB
+    photo_bgr: np.ndarray  # (H, W, 3) uint8 BGR, longer side ≤ pasteback.MAX_SIDE
+    transform: np.ndarray  # (2, 3)
+
+
+def align_identity(image_bgr: np.ndarray, landmarker: FaceLandmarker) -> IdentityFrame | None:
+    """The 256×256 RGB aligned centre crop of the largest face in ``image_bgr`` (first scaled down to a longer
+    side of at most ``pasteback.MAX_SIDE``), with that photo and its transform; None when there is no face."""
+    image_bgr = cap_size(image_bgr)
     faces = landmarker.detect(image_bgr)
     if not faces:
         return None
     points = landmarker.landmarks(image_bgr, faces[0])
-    aligned, _ = align_face(image_bgr, anchors_from_68(points), duplicate_eyes=True)
-    return np.ascontiguousarray(aligned[CROP, CROP, ::-1])
+    aligned, M = align_face(image_bgr, anchors_from_68(points), duplicate_eyes=True)
+    return IdentityFrame(np.ascontiguousarray(aligned[CROP, CROP, ::-1]), image_bgr, M)
 
 
-def load_identity(source: str | Path, landmarker: FaceLandmarker | None = None, max_video_frames: int = 250):
-    """Aligned identity A as (256, 256, 3) uint8 RGB from a photo, a video (its first frame with a face, within
-    ``max_video_frames``) or ``"demo"`` (skimage's astronaut photo). Raises NoFaceError naming the fix."""
+def load_identity_frame(
+    source: str | Path, landmarker: FaceLandmarker | None = None, max_video_frames: int = 250
+) -> IdentityFrame:
+    """The identity from a photo, a video (its first frame with a face, within ``max_video_frames``) or
+    ``"demo"`` (skimage's astronaut photo). Raises NoFaceError naming the fix."""
     landmarker = landmarker or FaceLandmarker(upsample=1)
     if str(source) == DEMO:
         out = align_identity(_demo_photo(), landmarker)
@@ -99,6 +116,11 @@ def load_identity(source: str | Path, landmarker: FaceLandmarker | None = None, 
             "the eyebrows (dlib's HOG detector, upsampled once); crop a large photo closer to the face if needed."
         )
     return out
+
+
+def load_identity(source: str | Path, landmarker: FaceLandmarker | None = None, max_video_frames: int = 250):
+    """Aligned identity A as (256, 256, 3) uint8 RGB (see :func:`load_identity_frame`)."""
+    return load_identity_frame(source, landmarker, max_video_frames).aligned
 
 
 def load_speech(source: str | Path) -> np.ndarray:

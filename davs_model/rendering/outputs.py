@@ -119,7 +119,11 @@ def _even(image: np.ndarray) -> np.ndarray:
 
 
 class RenderOutputs(contextlib.AbstractContextManager):
-    """All outputs of one render; ``add`` one generated frame (RGB uint8) and its driving panel at a time."""
+    """All outputs of one render; ``add`` one generated frame (RGB uint8) and its driving panel at a time.
+
+    The side-by-side mp4 and the still grid show the aligned crops; the main mp4 and the GIF show the whole frame
+    when ``add`` is given one (paste-back; ``photo_rgb`` is then the GIF's palette source).
+    """
 
     def __init__(
         self,
@@ -131,6 +135,7 @@ class RenderOutputs(contextlib.AbstractContextManager):
         grid: str | Path | None = None,
         gif: str | Path | None = None,
         grid_frames: int = 8,
+        photo_rgb: np.ndarray | None = None,
     ) -> None:
         self._stack = contextlib.ExitStack()
         self.identity = identity_rgb
@@ -139,11 +144,16 @@ class RenderOutputs(contextlib.AbstractContextManager):
             self._stack.enter_context(Mp4Writer(side_by_side, fps=FPS, audio=audio)) if side_by_side else None
         )
         self.grid = GridCollector(grid, identity_rgb, n_frames, grid_frames) if grid else None
-        self.gif = GifWriter(gif, identity_rgb) if gif else None
+        self.gif = GifWriter(gif, identity_rgb if photo_rgb is None else photo_rgb) if gif else None
         self.n = 0
 
-    def add(self, generated_rgb: np.ndarray, panel_rgb: np.ndarray | None = None) -> None:
-        self.main.write(_even(np.ascontiguousarray(generated_rgb[:, :, ::-1])))
+    def add(
+        self, generated_rgb: np.ndarray, panel_rgb: np.ndarray | None = None, full_bgr: np.ndarray | None = None
+    ) -> None:
+        """One output frame: the generated crop, its driving panel and, with paste-back, the whole frame (BGR),
+        which then is what the main mp4 and the GIF show."""
+        main_bgr = generated_rgb[:, :, ::-1] if full_bgr is None else full_bgr
+        self.main.write(_even(np.ascontiguousarray(main_bgr)))
         if self.sbs is not None:
             panel = panel_rgb if panel_rgb is not None else np.zeros_like(generated_rgb)
             row = np.hstack([self.identity, panel, generated_rgb])
@@ -151,7 +161,7 @@ class RenderOutputs(contextlib.AbstractContextManager):
         if self.grid is not None:
             self.grid.offer(self.n, generated_rgb, panel_rgb)
         if self.gif is not None:
-            self.gif.write(generated_rgb)
+            self.gif.write(generated_rgb if full_bgr is None else np.ascontiguousarray(full_bgr[:, :, ::-1]))
         self.n += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -4,8 +4,9 @@
 Per output frame i: x̂_i = G(E_p(A), s·w_i) with w_i = E_a(MFCC bin i + 2) (audio mode, s = 1.5) or
 w_i = E_v(aligned driving frame i + 2) (video mode, s = 0.8), after the 5-step fine-tuning of E_p and G on A
 (:mod:`davs_model.rendering.finetune`). Frame i shows time (i + 2)/25 s of the driving media, so the soundtrack
-starts 80 ms into the input. Frames are generated ``chunk_frames`` at a time and encoded at once: memory stays flat
-in the audio length.
+starts 80 ms into the input. E_p(A) is encoded once (the original recomputed it for every frame); frames are
+generated ``chunk_frames`` at a time, pasted back into the whole photo (:mod:`.pasteback`) and encoded at once:
+memory stays flat in the audio length.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from davs_model.rendering import inputs
 from davs_model.rendering.config import DEFAULT_FINETUNE_STEPS
 from davs_model.rendering.finetune import finetune_identity
 from davs_model.rendering.outputs import RenderOutputs, waveform_panel
+from davs_model.rendering.pasteback import PasteBack
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def load_model_file(path: str | Path, device: str | torch.device | None = None) 
 
 def _generate(model: DAVS, pid: list[torch.Tensor], wid: torch.Tensor) -> np.ndarray:
     """(k, wid_dim) scaled wids → (k, S, S, 3) uint8 RGB frames."""
-    frames = model.decode([p.expand(len(wid), *p.shape[1:]) for p in pid], wid)
+    frames = model.decode([p.expand(len(wid), *p.shape[1:]) for p in pid], wid).float()
     return (frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
@@ -112,10 +114,17 @@ def render(
     chunk_frames: int = 32,
     grid_frames: int = 8,
     landmarker=None,
+    paste_back: bool = True,
+    bf16: bool = False,
 ) -> RenderResult:
     """Render ``identity`` (photo, video or "demo") driven by ``video`` (lips) or else ``audio`` (speech; file
     or "demo"). The soundtrack is ``audio``, or the driving video's own sound. Writes ``out_mp4`` (H.264 + AAC,
     25 fps) and, when given, the side-by-side mp4 (identity | driving | generated), the PNG still grid and the GIF.
+
+    With ``paste_back`` (the default) the mp4 and the GIF show the whole photo (or identity video frame, longer
+    side ≤ 1280 px, padded to even size) with the generated face blended in (:mod:`.pasteback`); without, the
+    aligned S×S crop. ``bf16`` runs the generation under bfloat16 autocast: about 2× faster where the hardware
+    has bf16 (AVX512-BF16/AMX CPUs, recent GPUs; much slower elsewhere), output within about one grey level.
 
     ``model`` is a DAVS (left unchanged: fine-tuning works on a copy) or a model file (:func:`load_model_file`).
     """
@@ -123,17 +132,15 @@ def render(
         raise ValueError("give audio= (speech file or 'demo') and/or video= (a driving video)")
     start = time.perf_counter()
     dev = pick_device(device)
-    if isinstance(model, DAVS):
-        model = (copy.deepcopy(model) if finetune_steps > 0 else model).to(dev).eval()
-    else:
-        model = load_model_file(model, dev)
+    # a given DAVS is copied: fine-tuning and the memory format below change the copy only
+    model = copy.deepcopy(model).to(dev).eval() if isinstance(model, DAVS) else load_model_file(model, dev)
     if landmarker is None:
         from davs_model.face import FaceLandmarker
 
         landmarker = FaceLandmarker(upsample=1)
     size = model.config.image_size
-    identity_rgb = inputs.load_identity(identity, landmarker)
-    a = inputs.to_model_size(identity_rgb, size).to(dev)
+    ident = inputs.load_identity_frame(identity, landmarker)
+    a = inputs.to_model_size(ident.aligned, size).to(dev)
     identity_small = (a.permute(1, 2, 0) * 255).round().byte().cpu().numpy()
     speech = inputs.load_speech(audio) if audio is not None else None
 
@@ -165,18 +172,17 @@ def render(
     losses = finetune_identity(model, a, finetune_wids, steps=finetune_steps)
     if losses:
         log.info("fine-tuned E_p and G for %d steps: loss %.4f → %.4f", len(losses), losses[0], losses[-1])
-    pid = model.encode_identity(a[None])
+    model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (G, 256 px: ≈25 %), same output
+    pid = model.encode_identity(a[None].contiguous(memory_format=torch.channels_last))
     track = inputs.soundtrack(speech, n_frames)
     peak = float(np.abs(speech).max()) if speech is not None and len(speech) else 1.0
-    with RenderOutputs(out_mp4, identity_small, n_frames, track, side_by_side, grid, gif, grid_frames) as out:
-        for block in driving:
-            if mode == "video":
-                wid = model.encode_video(block[None])[0]
-                panels = (block.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
-            else:
-                wid = model.encode_audio(block[None])[0]
-                panels = None
-            frames = _generate(model, pid, wid * scale)
+    paste = PasteBack(ident.photo_bgr, ident.transform, size) if paste_back else None
+    photo_rgb = np.ascontiguousarray(ident.photo_bgr[:, :, ::-1]) if paste_back else None
+    outputs = RenderOutputs(
+        out_mp4, identity_small, n_frames, track, side_by_side, grid, gif, grid_frames, photo_rgb=photo_rgb
+    )
+    with outputs as out:
+        for frames, panels in _stream(model, pid, driving, mode, scale, bf16):
             for k, frame in enumerate(frames):
                 i = out.n
                 if panels is not None:
@@ -186,12 +192,30 @@ def render(
                     panel = waveform_panel(speech[hop * i : hop * i + 3440], size, peak)  # bin i + 2's 215 ms
                 else:
                     panel = None
-                out.add(frame, panel)
+                out.add(frame, panel, paste(frame) if paste is not None else None)
             if out.n % (10 * chunk_frames) < chunk_frames:
                 log.info("%d / %d frames", out.n, n_frames)
     seconds = time.perf_counter() - start
     log.info("rendered %d frames (%s mode) in %.1f s → %s", out.n, mode, seconds, out_mp4)
     return RenderResult(out.n, mode, tuple(losses), seconds)
+
+
+def _stream(
+    model: DAVS, pid: list[torch.Tensor], driving: Iterator[torch.Tensor], mode: str, scale: float, bf16: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Blocks of driving MFCC windows (k, 20, 12) or frames (k, 3, S, S) → (generated (k, S, S, 3) uint8 RGB,
+    driving panels (k, S, S, 3) in video mode else None), E_p(A) encoded once by the caller."""
+    device_type = next(model.parameters()).device.type
+    for block in driving:
+        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            if mode == "video":
+                wid = model.encode_video(block[None])[0]
+                panels = (block.permute(0, 2, 3, 1) * 255).round().byte().cpu().numpy()
+            else:
+                wid = model.encode_audio(block[None])[0]
+                panels = None
+            frames = _generate(model, pid, wid * scale)
+        yield frames, panels
 
 
 def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:

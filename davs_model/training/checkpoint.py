@@ -108,8 +108,10 @@ def save_state(
     position: int,
     step_generator: torch.Generator,
     config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the full resumable state atomically. ``position``: global batches of ``epoch`` already used."""
+    """Write the full resumable state atomically. ``position``: global batches of ``epoch`` already used;
+    ``extra``: more state dicts (e.g. stage 1's identity pretraining), stored under ``"extra"``."""
     state = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "davs_model_version": __version__,
@@ -122,6 +124,7 @@ def save_state(
         "opt_d": opt_d.state_dict(),
         "rng": capture_rng(step_generator),
         "config": json.loads(json.dumps(config)),  # plain lists/dicts only
+        "extra": extra or {},
     }
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 

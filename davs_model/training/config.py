@@ -68,6 +68,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     fused_adam: bool = False
+    identity_pretrain: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None = None) -> TrainConfig:

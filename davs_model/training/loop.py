@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from davs_model import CHECKPOINT_FORMAT_VERSION, __version__
-from davs_model.data.dataset import ShardClipDataset
+from davs_model.data.dataset import ShardClipDataset, image_tensor
 from davs_model.model import DAVS, DISCRIMINATOR_MODULES, GENERATOR_MODULES
 from davs_model.networks.common import mouth_box
 from davs_model.training import distributed as ddp
@@ -41,6 +41,7 @@ from davs_model.training.checkpoint import (
     save_state,
 )
 from davs_model.training.config import ModelConfig, TrainConfig
+from davs_model.training.identity import IDENTITY_MODULE, IdentityPretraining
 from davs_model.training.report import RunReport, generate_sequences, sample_grid
 from davs_model.training.runtime import StopFlag, bind_generator, worker_ignores_signals
 from davs_model.training.step import ASSOCIATION_MODULES, pretrain_step, train_iteration
@@ -76,6 +77,7 @@ def make_dataset(paths, split: str, model_cfg: ModelConfig, *, train: bool, seed
     return ShardClipDataset(
         [Path(p) for p in paths], split=split, image_size=model_cfg.image_size, pred_length=model_cfg.pred_length,
         sequence_length=model_cfg.sequence_length, disfc_length=model_cfg.disfc_length, train=train, seed=seed,
+        uint8=True,
     )  # fmt: skip
 
 
@@ -121,7 +123,7 @@ def _train(stage, model_cfg, cfg, train_shards, val_shards, work_dir, out_model,
     stage_cfg = getattr(cfg, stage)
     train_ds = make_dataset(train_shards, "train", model_cfg, train=True, seed=cfg.seed)
     if model_cfg.n_words == 0:  # "from the data"
-        labels = train_ds._labels
+        labels = train_ds.labels
         if not (labels >= 0).any():
             raise ValueError("model.n_words = 0 needs word labels in the training shards; none has one")
         model_cfg = replace(model_cfg, n_words=int(labels.max()) + 1)
@@ -133,6 +135,11 @@ def _train(stage, model_cfg, cfg, train_shards, val_shards, work_dir, out_model,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt_g, opt_d = build_optimizers(model, stage, cfg, device)
+    identity = None
+    if stage == "pretrain":  # optional E_p pretraining on the shards' speakers (§4.6 step 1)
+        identity = IdentityPretraining.maybe(
+            model, train_ds.speakers, cfg.identity_pretrain, lr=stage_cfg.lr, betas=stage_cfg.betas
+        )
     resolved = {
         "stage": stage, "model": model_cfg.to_dict(), "train": cfg.to_dict(),
         "train_shards": [str(p) for p in train_shards], "val_shards": [str(p) for p in val_shards],
@@ -154,6 +161,8 @@ def _train(stage, model_cfg, cfg, train_shards, val_shards, work_dir, out_model,
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
         restore_rng(state["rng"], gen)
+        if identity is not None:
+            identity.load_state_dict(state["extra"]["identity"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         log.info("resumed %s from %s at step %d (epoch %d, batch %d)", stage, state_path, step, epoch, position)
         del state
@@ -177,7 +186,8 @@ def _train(stage, model_cfg, cfg, train_shards, val_shards, work_dir, out_model,
     def checkpoint() -> None:
         if ctx.is_main:
             save_state(state_path, model=model, opt_g=opt_g, opt_d=opt_d, stage=stage, step=step, epoch=epoch,
-                       position=position, step_generator=gen, config=resolved)  # fmt: skip
+                       position=position, step_generator=gen, config=resolved,
+                       extra={"identity": identity.state_dict()} if identity else None)  # fmt: skip
         ddp.barrier()
 
     weights, bf16 = cfg.loss_weights, cfg.bf16
@@ -198,6 +208,8 @@ def _train(stage, model_cfg, cfg, train_shards, val_shards, work_dir, out_model,
                 for batch in loader:
                     if stage == "pretrain":
                         losses = pretrain_step(model, batch, opt_g, opt_d, weights, gen, bf16=bf16)
+                        if identity is not None:
+                            losses |= identity.step(batch)
                     else:
                         losses = train_iteration(model, batch, opt_g, opt_d, weights, gen, bf16=bf16)
                     step, position = step + 1, position + 1
@@ -227,6 +239,7 @@ def _train(stage, model_cfg, cfg, train_shards, val_shards, work_dir, out_model,
             checkpoint()  # a rerun after this point only rewrites out_model
             if ctx.is_main:
                 trained = ASSOCIATION_MODULES if stage == "pretrain" else GENERATOR_MODULES
+                trained += (IDENTITY_MODULE,) if identity else ()
                 save_model(model, out_model, step=step, stage=stage, trained_modules=trained)
                 log.info("%s done at step %d: wrote %s", stage, step, out_model)
             ddp.barrier()
@@ -245,7 +258,7 @@ def _sample_grid(model: DAVS, batch: dict, device: torch.device) -> object:
         real, fake_a, fake_v = generate_sequences(model, batch, device, wid_scale=1.0, video=True)
     finally:
         model.train(was_training)
-    return sample_grid(batch["identity"], real, fake_a, fake_v)
+    return sample_grid(image_tensor(batch["identity"], "cpu"), real, fake_a, fake_v)
 
 
 @torch.no_grad()

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from davs_model.data.dataset import image_tensor
+
 __all__ = ["RunReport", "generate_sequences", "sample_grid"]
 
 
@@ -129,10 +131,10 @@ def sample_grid(identity: Tensor, real: Tensor, audio: Tensor, video: Tensor) ->
 
 def generate_sequences(model, batch: dict, device: torch.device, *, wid_scale: float, video: bool):
     """Real targets and the audio- (and video-) driven frames of a batch: (B, T, 3, S, S) each."""
-    frames, t = batch["frames"].to(device), model.config.sequence_length
+    frames, t = image_tensor(batch["frames"], device), model.config.sequence_length
     rows = torch.arange(len(frames), device=device)[:, None]
     idx = batch["gen_index"].to(device).long()[:, None] + torch.arange(t, device=device)
-    pid = model.encode_identity(batch["identity"].to(device))
+    pid = model.encode_identity(image_tensor(batch["identity"], device))
     wid_a = model.encode_audio(batch["mfcc"].to(device))[rows, idx] * wid_scale
     fake_a = torch.stack([model.decode(pid, wid_a[:, i]) for i in range(t)], 1)
     fake_v = None

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from davs_model.data.dataset import image_tensor
 from davs_model.losses import (
     LossWeights,
     l2_contrastive,
@@ -56,6 +57,7 @@ from davs_model.training.runtime import bind_generator, frozen
 
 __all__ = ["GeneratorOutputs", "d_step", "g_step", "generator_forward", "pretrain_step", "train_iteration"]
 
+IMAGE_KEYS = ("frames", "identity", "disfc_frames")  # uint8 in batches of the training loop's datasets
 ASSOCIATION_MODULES = ("mfcc_encoder", "lip_feature_encoder", "model_fusion")  # what stage 1 trains (+ D_mod)
 PRETRAIN_MODALITY_WEIGHT = 1.0  # §4.6 lists the stage-1 terms without weights
 
@@ -78,9 +80,13 @@ def _f32(x: Tensor) -> Tensor:
 
 
 def _inputs(model: nn.Module, batch: dict, *keys: str) -> list[Tensor]:
-    """Batch tensors on the model's device; images and MFCCs in its parameter dtype."""
+    """Batch tensors on the model's device; images (uint8 scaled to [0, 1]) and MFCCs in the parameter dtype."""
     p = next(model.parameters())
-    return [batch[k].to(p.device, p.dtype if batch[k].is_floating_point() else None) for k in keys]
+    return [
+        image_tensor(batch[k], p.device, p.dtype) if k in IMAGE_KEYS or batch[k].is_floating_point()
+        else batch[k].to(p.device)
+        for k in keys
+    ]  # fmt: skip
 
 
 def _bce(logits: Tensor, target: float | Tensor) -> Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from davs_model.data.dataset import ShardClipDataset, aligned_run, item_seed
+from davs_model.data.dataset import ShardClipDataset, aligned_run, image_tensor, item_seed
 from davs_model.io.shards import ClipRecord, ShardError, ShardWriter
 
 S = 260
@@ -287,3 +287,16 @@ def test_dataloader_workers_give_the_same_batches(shards, context):
         assert x["clip_id"] == y["clip_id"]
         assert x["gen_index"].dtype == torch.int64 and x["label"].shape == (len(x["clip_id"]),)
         assert_items_equal(x, y)
+
+
+@pytest.mark.parametrize("size", [256, 64])
+def test_uint8_items_are_the_float_items_in_bytes(shards, size):
+    floats, bytes_ = make(shards, image_size=size, seed=3), make(shards, image_size=size, seed=3, uint8=True)
+    a, b = floats[1], bytes_[1]
+    for key in ("identity", "frames", "disfc_frames"):
+        assert b[key].dtype == torch.uint8 and b[key].movedim(-1, -3).shape == a[key].shape
+        back = image_tensor(b[key], "cpu")
+        tol = 0 if size == 256 else 0.5 / 255 + 1e-6  # resized frames are rounded to bytes once
+        torch.testing.assert_close(back, a[key], rtol=0, atol=tol)
+    assert torch.equal(a["mfcc"], b["mfcc"]) and a["gen_index"] == b["gen_index"]
+    assert image_tensor(a["frames"], "cpu", torch.float64).dtype == torch.float64  # floats are only cast

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import wave
 
 import cv2
 import numpy as np
@@ -103,10 +104,74 @@ def test_lse_is_skipped_without_weights_and_checked_with_them(tmp_path):
     weights.write_bytes(b"not really weights")
     good = hashlib.sha256(weights.read_bytes()).hexdigest()
     cfg = EvaluateConfig.from_dict({"syncnet": {"weights": str(weights), "sha256": good}})
-    assert lse_status(cfg.syncnet)["status"].startswith("not implemented")
+    assert lse_status(cfg.syncnet) == {"status": "ready", "sha256": good}
     bad = EvaluateConfig.from_dict({"syncnet": {"weights": str(weights), "sha256": "0" * 64}})
     with pytest.raises(ValueError, match="SHA-256"):
         lse_status(bad.syncnet)
+
+
+def _wav(path, samples: np.ndarray) -> str:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(samples.astype("<i2").tobytes())
+    return str(path)
+
+
+def _record(clip_id: str, label: int, frames_bgr: np.ndarray) -> ClipRecord:
+    """A clip whose bins 2..26 pair with frames 2..26 (random MFCCs)."""
+    return ClipRecord(
+        clip_id=clip_id,
+        source="demo",
+        split="test",
+        label=label,
+        word=f"W{label}",
+        speaker="s",
+        frames_bgr=frames_bgr,
+        mfcc=np.random.default_rng(label).standard_normal((N_BINS, 20, 12)) * 10,
+        bin_numbers=np.arange(2, 2 + N_BINS),
+        frame_index=np.arange(2, 2 + N_BINS),
+        transforms=np.tile(np.eye(2, 3), (len(frames_bgr), 1, 1)),
+        detected=np.ones(len(frames_bgr), bool),
+        input_fps=25.0,
+    )
+
+
+def test_lse_rows_from_source_audio(model, tmp_path, monkeypatch):
+    """With weights and the clips' source audio, LSE scores every row; a synced ground truth has offset 0 (the
+    soundtrack is cut as the renderer cuts it); a clip without a source video is counted, not fatal."""
+    from davs_model.evaluation import syncnet
+    from davs_model.evaluation.lse import LSEScorer
+    from tests.unit.test_syncnet import EnergyBrightness, _talking
+
+    path, audio_paths = tmp_path / "000.h5", {}
+    with ShardWriter(path, "test", 0) as writer:
+        for c in range(3):
+            pattern = (np.random.default_rng(c).random(N_FRAMES + 8) < 0.5).astype(np.uint8)
+            bright, audio = _talking(pattern, rng_seed=c)  # source frame t is bright when its audio is loud
+            frames = np.ascontiguousarray(np.broadcast_to(bright[:N_FRAMES, :1, :1], (N_FRAMES, 260, 260, 3)))
+            if c < 2:
+                audio_paths[f"demo/sync{c}"] = _wav(tmp_path / f"{c}.wav", audio)
+            writer.add(_record(f"demo/sync{c}", c, frames))
+    weights = tmp_path / "syncnet_v2.model"
+    weights.write_bytes(b"stand-in")
+    sha = hashlib.sha256(b"stand-in").hexdigest()
+    monkeypatch.setattr(syncnet, "load_syncnet", lambda path, device: EnergyBrightness())
+    cfg = EvaluateConfig.from_dict({"metrics": ["psnr"], "syncnet": {"weights": str(weights), "sha256": sha}})
+    outs = [tmp_path / "m.json", tmp_path / "m.md", tmp_path / "m.png"]
+    res = evaluate("in-memory", [path], *outs, cfg, model=model, device="cpu", audio_paths=audio_paths)
+    lse = json.loads(outs[0].read_text())["lse"]
+    assert lse["status"].startswith("computed on 2 clips") and lse["n_clips"] == 2 and lse["sha256"] == sha
+    assert lse["skipped_clips"] == {"no source video for the clip": 1}
+    assert set(lse["rows"]) == {"ground_truth", "audio_driven", "video_driven"}
+    gt = lse["rows"]["ground_truth"]
+    assert gt["in_sync_percent"] == 100.0 and gt["mean_abs_offset"] == 0.0 and gt["lse_c"] > 0.5
+    md = outs[1].read_text()
+    assert "| frames | LSE-D ↓ | LSE-C ↑ |" in md and "| ground truth | " in md and "**lse**" in md
+    assert res["lse"] == lse
+    no_audio = LSEScorer(lse_status(cfg.syncnet), cfg.syncnet, audio_paths=None)  # what evaluate() does without
+    assert not no_audio.active and no_audio.result()["status"].startswith("skipped: shards hold no audio")
 
 
 def test_model_file_round_trip_and_metric_selection(shard, model, tmp_path):

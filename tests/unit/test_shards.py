@@ -109,6 +109,23 @@ def test_raw_round_trip_is_exact_and_rgb(tmp_path):
         assert f.attrs["image_format"] == "raw"
 
 
+@pytest.mark.parametrize("image_format", ["jpeg", "raw"])
+def test_scattered_frame_lists_equal_the_full_read(tmp_path, image_format, monkeypatch):
+    """Any index list (far-apart runs read as separate slices, gaps inside a slice dropped, repeats, any order)
+    gives the frames a full contiguous read gives."""
+    path = write_shard(tmp_path / "s.h5", [make_record(t=40)], image_format=image_format)
+    r = ShardReader(path)
+    full = r.frames(0)
+    monkeypatch.setattr(shards, "MAX_GAP_RAW", 3)
+    monkeypatch.setattr(shards, "MAX_GAP_JPEG", 3)
+    rng = np.random.default_rng(0)
+    cases = [[0, 39], [39, 0, 1, 2, 20, 2], [5, 9, 13, 30, 31, 38], list(range(2, 40, 2)), [7]]
+    cases += [list(rng.integers(0, 40, int(rng.integers(1, 30)))) for _ in range(6)]
+    for idx in cases:
+        np.testing.assert_array_equal(r.frames(0, idx), full[idx], err_msg=str(idx))
+        np.testing.assert_array_equal(r.frames(0, np.array(idx)), full[idx], err_msg=str(idx))
+
+
 def test_stored_jpeg_bytes_are_standard_jpeg_with_the_input_colours(tmp_path):
     red = np.zeros((1, S, S, 3), np.uint8)
     red[..., 2] = 255  # pure red, BGR

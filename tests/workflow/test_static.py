@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.workflow.helpers import run_snakemake, snakemake_exe
+from tests.workflow.helpers import local_env, run_snakemake, snakemake_exe
 
 
 def _tool(name: str) -> str:
@@ -28,7 +28,9 @@ def test_snakefmt_clean():
 
 
 def test_snakemake_lint_clean():
-    proc = subprocess.run([snakemake_exe(), "--lint", "--cores", "1"], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [snakemake_exe(), "--lint", "--cores", "1"], cwd=REPO, capture_output=True, text=True, env=local_env()
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 

@@ -2,6 +2,7 @@ rule evaluate_model:
     input:
         model=evaluation_model(),
         shards=shards_of(config["evaluate"]["split"]),
+        syncnet=EVALUATE.syncnet.weights or [],
     output:
         json=report(
             "results/evaluate/main/metrics.json",
@@ -35,6 +36,12 @@ rule evaluate_model:
     params:
         evaluate=config["evaluate"],
         format_version=CHECKPOINT_FORMAT_VERSION,
+        # LSE needs the clips' audio, which the shards do not hold: their source videos (only with SyncNet weights)
+        audio_paths=(
+            {c.clip_id: c.path for c in CLIPS if c.split == EVALUATE.split}
+            if EVALUATE.syncnet.weights
+            else None
+        ),
     script:
         "../scripts/evaluate_model.py"
 

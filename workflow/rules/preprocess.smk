@@ -16,6 +16,7 @@ rule build_shard:
         runtime=240,
     params:
         clips=shard_params,
+        files=shard_fingerprint,
         sources=sources_param(),
         preprocess=config["preprocess"],
         format_version=SHARD_FORMAT_VERSION,

@@ -29,6 +29,7 @@ rule render_sample:
     params:
         sample=render_sample_params,
         grid_frames=config["render"]["grid_frames"],
+        paste_back=RENDER.paste_back,
     script:
         "../scripts/render_sample.py"
 

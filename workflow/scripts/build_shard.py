@@ -3,8 +3,10 @@ from davs_model.config import PreprocessConfig, sources_from_dict
 from davs_model.preprocess.pipeline import build_shard
 from davs_model.preprocess.sources import Clip
 from davs_model.utils.logging import log_to
+from davs_model.utils.stale import remove_stale_temporaries
 
 with log_to(snakemake.log[0]):
+    remove_stale_temporaries(snakemake.output)  # a killed earlier run's, if any
     build_shard(
         clips=[Clip.from_dict(c) for c in snakemake.params.clips],
         sources=sources_from_dict(snakemake.params.sources),

@@ -11,4 +11,5 @@ with log_to(snakemake.log[0]):
         out_md=snakemake.output.md,
         out_png=snakemake.output.png,
         cfg=EvaluateConfig.from_dict(snakemake.params.evaluate),
+        audio_paths=snakemake.params.audio_paths,
     )

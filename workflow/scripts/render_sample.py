@@ -1,4 +1,4 @@
-# Adapter: one configured render sample → mp4 (H.264 + AAC), side-by-side mp4, PNG still grid.
+# Adapter: one configured render sample → full-frame mp4 (H.264 + AAC), side-by-side mp4, PNG still grid.
 from davs_model.rendering.config import SampleConfig
 from davs_model.rendering.render import render
 from davs_model.utils.logging import log_to
@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]):
         finetune_steps=sample.finetune_steps,
         wid_scale=sample.wid_scale,
         grid_frames=snakemake.params.grid_frames,
+        paste_back=snakemake.params.paste_back,
     )

@@ -1,0 +1,178 @@
+"""Preprocessing speed: our pipeline vs a naive per-frame pipeline, on the same clips, in one process.
+
+- naive: per frame, HOG detection (same upsample) + 68 landmarks + ``align_face`` (the parity warp) +
+  ``cv2.imwrite`` of one JPEG file (q 95) into a temporary folder; per clip, the audio, the MFCC and one ``.bin``
+  file per window (the original folder layout; the same work as ours, so the ratio compares like with like);
+- ours: ``process_clip`` + ``ShardWriter``, as ``build_shard`` does;
+- floor: decode + the pipeline's warp + JPEG encoding only (ours' transforms, nothing else).
+
+Threads are pinned to 1 (OpenCV, torch); PyAV's decoder threads are counted by measuring CPU time. The figure is
+frames per CPU-second of the process (frames/s per core); wall-clock figures are printed beside it. The paths run
+interleaved, ``--repeats`` times, and the ratio is that of the medians. Also printed: the mean landmark difference
+of ours (key-frame tracking) against the per-frame path, in pixels of the input frames.
+
+    python bench/preprocess_speed.py [--root resources/demo/lipread_mp4] [--clips 12] [--repeats 5] [--profile]
+
+Make the demo clips first (`make demo`, or `snakemake --cores 2 preprocess`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import cProfile
+import pstats
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from davs_model.align import align_face
+from davs_model.audio import mfcc_bins
+from davs_model.config import PreprocessConfig, SourceConfig
+from davs_model.face import FaceLandmarker, anchors_from_68, track_landmarks
+from davs_model.io.media import iter_video_frames, read_audio
+from davs_model.io.shards import ShardWriter
+from davs_model.preprocess.pipeline import process_clip
+from davs_model.preprocess.sources import Clip, discover_lrw
+
+
+def naive_clip(path: str, landmarker: FaceLandmarker, out: Path, cfg: PreprocessConfig, trim_end: int) -> list:
+    """The per-frame pipeline for one clip; returns its per-frame landmarks (None where no face)."""
+    (out / "align_face256").mkdir(parents=True, exist_ok=True)
+    (out / "mfcc20").mkdir(exist_ok=True)
+    params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]
+    found = []
+    for t, frame in enumerate(iter_video_frames(path, fps=cfg.fps)):
+        rects = landmarker.detect(frame)
+        pts = landmarker.landmarks(frame, rects[0]) if rects else None
+        found.append(pts)
+        if pts is not None:
+            aligned, _ = align_face(frame, anchors_from_68(pts), duplicate_eyes=cfg.duplicate_eyes)
+            cv2.imwrite(str(out / "align_face256" / f"{t}.jpg"), aligned, params)
+    bins = mfcc_bins(read_audio(path, sample_rate=cfg.sample_rate_hz), cfg.sample_rate_hz, trim_end=trim_end)
+    for number, window in enumerate(bins[: max(len(found) - 4, 0)], start=2):
+        window.tofile(out / "mfcc20" / f"{number}.bin")
+    return found
+
+
+def ours(clips: list[Clip], src: SourceConfig, cfg: PreprocessConfig, landmarker, out_h5: Path) -> list:
+    """``build_shard`` without the QC table and the progress bar; returns the records' transforms."""
+    transforms = []
+    fmt, q = cfg.image_format, cfg.jpeg_quality
+    with ShardWriter(out_h5, split="train", shard=0, image_format=fmt, jpeg_quality=q) as w:
+        for clip in clips:
+            record, qc = process_clip(clip, src, cfg, landmarker)
+            if record is None:
+                raise SystemExit(f"{clip.path}: rejected ({qc.reason} {qc.message})")
+            w.add(record)
+            transforms.append(record.transforms)
+    return transforms
+
+
+def floor(clips: list[Clip], transforms: list, cfg: PreprocessConfig) -> None:
+    """Decode + warp + JPEG encode, with the transforms ours computed."""
+    params, warp = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality], pipeline_warp()
+    for clip, ms in zip(clips, transforms, strict=True):
+        for frame, m in zip(iter_video_frames(clip.path, fps=cfg.fps), ms, strict=True):
+            cv2.imencode(".jpg", warp(frame, m), params)
+
+
+def pipeline_warp() -> Callable:
+    """The warp ``process_clip`` uses (``warp_aligned``, or its fast path when there is one)."""
+    import davs_model.align as align
+
+    return getattr(align, "warp_aligned_fast", align.warp_aligned)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(CPU seconds of the process, wall seconds) of one call."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def landmark_difference(clips: list[Clip], per_frame: list, cfg: PreprocessConfig, landmarker) -> list[float]:
+    """Per clip: mean distance (px) of ours' landmarks (as process_clip computes them) from the per-frame ones."""
+    diffs = []
+    for clip, ref in zip(clips, per_frame, strict=True):
+        frames = list(iter_video_frames(clip.path, fps=cfg.fps))
+        key = track_landmarks(
+            frames, landmarker, keyframe_interval=cfg.keyframe_interval, iou_threshold=cfg.tracking_iou
+        )
+        both = [t for t, p in enumerate(ref) if p is not None and key.detected[t]]
+        d = np.linalg.norm(key.landmarks[both] - np.stack([ref[t] for t in both]), axis=-1)
+        diffs.append(float(d.mean()))
+    return diffs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="resources/demo/lipread_mp4")
+    parser.add_argument("--clips", type=int, default=12, help="clips per run (spread over all words)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--keyframe-interval", type=int, default=None, help="default: the config's (12)")
+    parser.add_argument("--profile", action="store_true", help="cProfile one run of ours, print the top 25")
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    cfg = PreprocessConfig()
+    if args.keyframe_interval:
+        cfg = PreprocessConfig(keyframe_interval=args.keyframe_interval)
+    src = SourceConfig(kind="demo")
+    found = discover_lrw("demo", args.root)
+    if not found:
+        raise SystemExit(f"no clips under {args.root}: run `make demo` first")
+    step = max(len(found) // args.clips, 1)
+    clips = found[::step][: args.clips]
+    landmarker = FaceLandmarker(upsample=cfg.detector_upsample)
+    tmp = Path(tempfile.mkdtemp(prefix="davs-bench-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    per_frame: list[list] = []
+    transforms: list = []
+    runs: dict[str, list[tuple[float, float]]] = {"naive": [], "ours": [], "floor": []}
+
+    def run_naive() -> None:
+        per_frame[:] = [
+            naive_clip(c.path, landmarker, tmp / "naive" / str(i), cfg, src.effective_trim_end)
+            for i, c in enumerate(clips)
+        ]
+
+    def run_ours() -> None:
+        transforms[:] = ours(clips, src, cfg, landmarker, tmp / "ours.h5")
+
+    run_ours()  # warm-up (file cache, imports) and the transforms for the floor
+    for _ in range(args.repeats):  # interleaved: every path sees the same machine load
+        runs["naive"].append(timed(run_naive))
+        runs["ours"].append(timed(run_ours))
+        runs["floor"].append(timed(lambda: floor(clips, transforms, cfg)))
+    n_frames = sum(len(p) for p in per_frame)
+    med = {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in runs.items()}
+    diffs = landmark_difference(clips, per_frame, cfg, landmarker)
+    print(f"clips {len(clips)}, frames {n_frames}, key-frame interval {cfg.keyframe_interval}, "
+          f"median of {args.repeats} interleaved runs, warp: {pipeline_warp().__name__}")  # fmt: skip
+    for k, (cpu, wall) in med.items():
+        print(f"{k:6s} {n_frames / cpu:7.1f} frames per CPU-second ({1e3 * cpu / n_frames:.2f} ms/frame), "
+              f"wall {n_frames / wall:7.1f} frames/s")  # fmt: skip
+    print(f"ratio ours/naive: {med['naive'][0] / med['ours'][0]:.2f}x per CPU-second "
+          f"(wall {med['naive'][1] / med['ours'][1]:.2f}x); ours takes {med['ours'][0] / med['floor'][0]:.2f}x "
+          f"the floor's CPU time")  # fmt: skip
+    print(f"mean landmark difference ours vs per-frame: {np.mean(diffs):.3f} px (worst clip {max(diffs):.3f})")
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.runcall(run_ours)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

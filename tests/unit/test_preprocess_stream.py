@@ -1,0 +1,144 @@
+"""The two-pass streaming preprocessing (pipeline.process_clip + ShardWriter.add): same shard content as holding
+every frame, and a clip that fails in pass 2 leaves nothing in the shard."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from davs_model.align import warp_aligned_fast
+from davs_model.config import PreprocessConfig, SourceConfig
+from davs_model.face import FaceLandmarker
+from davs_model.io.media import iter_video_frames
+from davs_model.io.shards import ShardReader, ShardWriter
+from davs_model.preprocess import pipeline
+from davs_model.preprocess.sources import Clip
+from tests.bad_inputs import _clip, talking_frames
+
+SRC = {"x": SourceConfig(kind="folder", root="/")}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("videos")
+    paths = [d / "a.mp4", d / "b.mp4"]
+    _clip(paths[0], talking_frames(30, seed=1))
+    _clip(paths[1], talking_frames(36, seed=2, variant=1), fps=30)  # resampled: frames are duplicated or dropped
+    return paths
+
+
+def _clips(paths: list[Path]) -> list[Clip]:
+    return [Clip(f"x/{p.stem}", str(p), "x", "folder", "train") for p in paths]
+
+
+def _content(path: Path) -> dict:
+    """Every object's attributes, data and creation properties (not the write time)."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        names: list[str] = []
+        f.visit(names.append)
+        for name in ["/", *names]:
+            obj = f[name]
+            attrs = {k: repr(obj.attrs[k]) for k in obj.attrs if k != "created"}
+            out[name] = [attrs]
+            if isinstance(obj, h5py.Dataset):
+                data = obj[()]
+                items = [bytes(x) for x in data] if data.dtype == object else [data.tobytes()]
+                out[name] += [obj.dtype, obj.shape, obj.chunks, obj.fletcher32, obj.compression, items]
+    return out
+
+
+@pytest.mark.parametrize("image_format", ["jpeg", "raw"])
+def test_streamed_shard_equals_the_shard_of_held_frames(tmp_path, videos, image_format):
+    """pass 2 (decode again, warp, encode frame by frame) = warping every decoded frame at once, as before."""
+    cfg, landmarker = PreprocessConfig(image_format=image_format), FaceLandmarker()
+    streamed, held = tmp_path / "streamed.h5", tmp_path / "held.h5"
+    records = [pipeline.process_clip(c, SRC["x"], cfg, landmarker)[0] for c in _clips(videos)]
+    with ShardWriter(streamed, "train", 0, image_format=image_format) as w:
+        for r in records:
+            assert isinstance(r.frames_bgr, pipeline.AlignedFrames)
+            w.add(r)
+    with ShardWriter(held, "train", 0, image_format=image_format) as w:
+        for r, path in zip(records, videos, strict=True):
+            frames = list(iter_video_frames(path))
+            r.frames_bgr = np.stack([warp_aligned_fast(f, m) for f, m in zip(frames, r.transforms, strict=True)])
+            w.add(r)
+    assert _content(streamed) == _content(held)
+    assert ShardReader(streamed).meta(1)["n_frames"] == 30
+
+
+def test_a_clip_that_fails_in_pass_2_leaves_nothing(tmp_path, videos, monkeypatch):
+    """The video changes between the passes (a shorter file): that clip gets a QC row, the others are whole."""
+    paths = [tmp_path / p.name for p in videos]
+    for src, dst in zip(videos, paths, strict=True):
+        dst.write_bytes(src.read_bytes())
+    real = pipeline.process_clip
+
+    def then_truncate(clip, *args):
+        record, qc = real(clip, *args)
+        if clip.clip_id == "x/a":
+            _clip(clip.path, talking_frames(20, seed=1))  # pass 2 decodes 20 frames, pass 1 tracked 30
+        return record, qc
+
+    monkeypatch.setattr(pipeline, "process_clip", then_truncate)
+    cfg = PreprocessConfig()
+    rows = pipeline.build_shard(_clips(paths), SRC, cfg, "train", 0, tmp_path / "0.h5", tmp_path / "0.tsv", False)
+    assert [(r.status, r.reason) for r in rows] == [("rejected", "changed_file"), ("ok", "")]
+    assert "20 frames on the second decode, 30 on the first" in rows[0].message
+    reader = ShardReader(tmp_path / "0.h5")
+    assert reader.clip_ids == ["x/b"] and reader.frames(0).shape == (30, 260, 260, 3)
+    with h5py.File(tmp_path / "0.h5") as f:
+        assert list(f["clips"]) == ["000000"]  # the partial clip's group is gone
+    with open(tmp_path / "0.tsv", newline="") as fh:
+        assert [r["reason"].split(":")[0] for r in csv.DictReader(fh, delimiter="\t")] == ["changed_file", ""]
+
+
+def test_stream_errors_drop_the_partial_clip(tmp_path):
+    """A stream that raises part-way, or brings fewer or more frames than announced: the clip is not kept."""
+    from tests.unit.test_shards import make_record, smooth_frames
+
+    class Frames:
+        def __init__(self, frames, n, fail_at=None):
+            self.frames, self.n, self.fail_at = frames, n, fail_at
+
+        def __len__(self):
+            return self.n
+
+        def __iter__(self):
+            for j, f in enumerate(self.frames):
+                if j == self.fail_at:
+                    raise RuntimeError("decoder died")
+                yield f
+
+    frames = smooth_frames(40)  # > JPEG_BLOCK: the failure comes after a block was written
+    with ShardWriter(tmp_path / "x.h5", "train", 0) as w:
+        with pytest.raises(RuntimeError, match="decoder died"):
+            w.add(make_record("a", frames=Frames(frames, 40, fail_at=35)))
+        with pytest.raises(ValueError, match="39 frames arrived, 40 announced"):
+            w.add(make_record("a", frames=Frames(frames[:39], 40)))
+        with pytest.raises(ValueError, match="more than 39"):
+            w.add(make_record("a", frames=Frames(frames, 39)))
+        with pytest.raises(ValueError, match=r"frame 3: expected \(260,260,3\) uint8"):
+            w.add(make_record("a", frames=Frames([*frames[:3], frames[3, :100]], 4)))
+        w.add(make_record("a", frames=Frames(frames, 40)))
+    reader = ShardReader(tmp_path / "x.h5")
+    assert reader.clip_ids == ["a"]
+    assert np.abs(reader.frames(0).astype(int) - frames[..., ::-1]).mean() < 2
+
+
+def test_too_long_is_about_the_whole_audio_mfcc():
+    clip = _clips([Path("/v/long.mp4")])[0]
+
+    class Info:
+        has_audio, duration_s, n_frames, fps = True, 2 * 3600.0, 180_000, 25.0
+        rotation_deg, audio_channels, audio_sample_rate = 0, 1, 16000
+
+    with pytest.raises(pipeline.ClipRejected, match="120 min; its MFCC .* a clip may last 30 min") as err:
+        pipeline._check_input(clip, Info, PreprocessConfig())
+    assert err.value.reason == "too_long"
+    Info.duration_s = 25 * 60.0  # 25 min of any frame size: fine
+    assert pipeline._check_input(clip, Info, PreprocessConfig()) == []
