@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     gpus: int = 1
+    nodes: int = 1
     pretrain: StageConfig = field(default_factory=lambda: StageConfig(steps=1000))
     main: StageConfig = field(default_factory=lambda: StageConfig(steps=10000))
     loss_weights: LossWeights = field(default_factory=LossWeights)

@@ -102,6 +102,25 @@ def train_gpus():
     return 0 if config["train"]["device"] == "cpu" else config["train"]["gpus"]
 
 
+def train_nodes():
+    """Nodes one training job spans (train.nodes; 1 on a CPU-only configuration)."""
+    return config["train"]["nodes"] if train_gpus() else 1
+
+
+def train_resources():
+    """A training job's GPU and node requests. One node: `gpu` GPUs (sbatch --gpus). Several nodes: `nodes`, one
+    task per node with `train.gpus` GPUs each (--gres, per node); the launcher runs srun + torchrun over them.
+    """
+    extra = "--signal=TERM@300"  # SIGTERM 5 min before the time limit: the state is saved at a step boundary
+    if train_nodes() == 1:
+        return {"gpu": train_gpus(), "slurm_extra": extra}
+    return {
+        "nodes": train_nodes(),
+        "gres": f"gpu:{train_gpus()}",
+        "slurm_extra": f"{extra} --ntasks-per-node=1",
+    }
+
+
 def evaluation_model():
     """The model evaluate_model scores: evaluate.checkpoint, or our trained model (a dependency on training)."""
     return EVALUATE.model_path

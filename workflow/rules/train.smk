@@ -1,7 +1,8 @@
 # Cluster needs: 4 CPU cores per training process (one process per GPU under torchrun), `gpu` GPUs (sbatch
-# --gpus=N with the Slurm executor), a day per job. A job stopped earlier (time limit, preemption, scancel) is
-# retried by the profile's `retries` and resumes from its work dir; --signal=TERM@300 sends SIGTERM 5 min before
-# the time limit so the state is saved at a step boundary rather than at the last periodic checkpoint.
+# --gpus=N with the Slurm executor; per node over `train.nodes` nodes, see train_resources), a day per job. A job
+# stopped earlier (time limit, preemption, scancel) is retried by the profile's `retries` and resumes from its work
+# dir; --signal=TERM@300 sends SIGTERM 5 min before the time limit so the state is saved at a step boundary rather
+# than at the last periodic checkpoint.
 rule pretrain_association:
     input:
         train=shards_of("train"),
@@ -16,10 +17,9 @@ rule pretrain_association:
         "../envs/davs.yaml"
     threads: 4 * max(1, train_gpus())
     resources:
-        gpu=train_gpus(),
+        **train_resources(),
         mem_mb=32000,
         runtime=24 * 60,
-        slurm_extra="--signal=TERM@300",
     params:
         stage="pretrain",
         model=config["model"],
@@ -45,10 +45,9 @@ rule train_gan:
         "../envs/davs.yaml"
     threads: 4 * max(1, train_gpus())
     resources:
-        gpu=train_gpus(),
+        **train_resources(),
         mem_mb=64000,
         runtime=24 * 60,
-        slurm_extra="--signal=TERM@300",
     params:
         stage="main",
         model=config["model"],
