@@ -51,6 +51,9 @@ WINDOW_HOP = 4  # MFCC frames between windows (40 ms = one 25 fps video frame)
 FIRST_BIN = 2  # the original numbers its windows from 2
 
 
+MFCC_BLOCK_FRAMES = 1024  # 10 ms frames per block of the MFCC computation (≈ 7 MB of work arrays)
+
+
 def _matlab_round(x: float) -> int:
     """MATLAB ``round`` (half away from zero) for x >= 0; Python's round() is half-to-even."""
     return int(math.floor(x + 0.5))
@@ -140,21 +143,32 @@ def _prepare(samples: np.ndarray, sample_rate: int, trim_end: int = 0) -> np.nda
     return x
 
 
-def _mfcc_from_prepared(x: np.ndarray, fs: int) -> np.ndarray:
+def _mfcc_from_prepared(x: np.ndarray, fs: int, block: int | None = None) -> np.ndarray:
+    """MFCCs c1..c12 of the pre-scaled signal, computed ``block`` frames at a time (default
+    MFCC_BLOCK_FRAMES) so that memory stays flat in the audio length; every frame is independent, and the
+    result equals the one-block computation bit for bit (tested)."""
     nw, ns, nfft = _frame_params(fs)
     y = np.empty_like(x)  # filter([1 -alpha], 1, x): y[0] = x[0]
     y[0] = x[0]
     y[1:] = x[1:] - ALPHA * x[:-1]
     n_frames = (len(y) - nw) // ns + 1  # vec2frames(..., false): no padding
-    frames = sliding_window_view(y, nw)[::ns][:n_frames]
+    all_frames = sliding_window_view(y, nw)[::ns][:n_frames]
     n = np.arange(nw, dtype=np.float64)
     window = 0.54 - 0.46 * np.cos(2 * np.pi * n / (nw - 1)) if nw > 1 else np.ones(1)
-    mag = np.abs(np.fft.rfft(frames * window, n=nfft, axis=1))  # (M, nfft/2+1)
-    fbe = mag @ filterbank(fs).T  # (M, 13)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        cc = np.log(fbe) @ dct_matrix().T  # no mel floor: log(0) = -inf, as in MATLAB
-        cc = cc * lifter()
-    return cc[:, 1:]  # MFCCs(2:end, :): drop c0
+    fb, dct, lift = filterbank(fs).T, dct_matrix().T, lifter()
+    block = block or MFCC_BLOCK_FRAMES
+    out = np.empty((n_frames, N_CEPS - 1))
+    for a in range(0, n_frames, block):
+        frames = all_frames[a : a + block]
+        mag = np.abs(np.fft.rfft(frames * window, n=nfft, axis=1))  # (M, nfft/2+1)
+        # einsum, not BLAS: a BLAS product rounds differently with the number of rows (1e-14), einsum's loops do
+        # not, so a frame's MFCC never depends on how many frames are computed with it (blocks, chunks, clips)
+        fbe = np.einsum("mk,kf->mf", mag, fb)  # (M, 13)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            cc = np.einsum("mf,fc->mc", np.log(fbe), dct)  # no mel floor: log(0) = -inf, as in MATLAB
+            cc = cc * lift
+        out[a : a + len(frames)] = cc[:, 1:]  # MFCCs(2:end, :): drop c0
+    return out
 
 
 def mfcc_frames(samples: np.ndarray, sample_rate: int = 16000) -> np.ndarray:

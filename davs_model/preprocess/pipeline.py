@@ -27,8 +27,9 @@ from davs_model.preprocess.sources import Clip
 
 log = logging.getLogger(__name__)
 
-# Frames stream (memory flat in the video's length), but the MFCC is computed on the whole audio, as the original
-# did: ~1 MB per second of audio at its peak (measured), so 30 min needs ~1.8 GB; build_shard asks for mem_mb=4000.
+# Frames stream and the MFCC is computed in blocks, but the decoded audio and the per-frame landmarks, transforms
+# and MFCC windows of a clip are held: ~0.4 MB per second of video (bench/preprocess_memory.py). A clip is one
+# spoken utterance; 30 min is far beyond any dataset's clips and keeps a shard job well inside its mem_mb=4000.
 MAX_CLIP_SECONDS = 1800.0
 
 
@@ -66,8 +67,8 @@ def _check_input(clip: Clip, info, cfg: PreprocessConfig) -> list[str]:
     if seconds > MAX_CLIP_SECONDS:
         raise ClipRejected(
             "too_long",
-            f"{clip.path}: {seconds / 60:.0f} min; its MFCC (computed on the whole audio) would need "
-            f"~{seconds / 1024:.1f} GB, a clip may last {MAX_CLIP_SECONDS / 60:g} min. Fix: split it, e.g. "
+            f"{clip.path}: {seconds / 60:.0f} min; a clip may last {MAX_CLIP_SECONDS / 60:g} min (its audio and "
+            "per-frame data are held in memory). Fix: split it, e.g. "
             "`ffmpeg -i IN -c copy -f segment -segment_time 600 -reset_timestamps 1 OUT_%03d.mp4`",
         )
     notes = []

@@ -343,3 +343,12 @@ def test_dither_silence_makes_digital_silence_finite_and_leaves_speech_alone():
     short = speech.copy()
     short[100:300] = 0  # shorter than one 25 ms frame: untouched
     assert audio.dither_silence(short)[1] == 0
+
+
+def test_a_frames_mfcc_does_not_depend_on_how_many_are_computed_with_it():
+    """Blocks of any size (and so chunked rendering and long clips) give the one-block result bit for bit."""
+    x = np.random.default_rng(5).normal(0, 3000, 16000 * 11 + 999).astype(np.int16)
+    prepared = audio._prepare(x, 16000)
+    whole = audio._mfcc_from_prepared(prepared, 16000, block=10**9)
+    for block in (1, 7, 64, 1000, audio.MFCC_BLOCK_FRAMES):
+        np.testing.assert_array_equal(audio._mfcc_from_prepared(prepared, 16000, block=block), whole)
