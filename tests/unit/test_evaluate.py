@@ -22,33 +22,35 @@ from davs_model.training.config import ModelConfig
 N_FRAMES, N_BINS = 29, 25
 
 
+def _record(clip_id: str, label: int, frames_bgr: np.ndarray) -> ClipRecord:
+    """A clip whose bins 2..26 pair with frames 2..26 (random MFCCs)."""
+    return ClipRecord(
+        clip_id=clip_id,
+        source="demo",
+        split="test",
+        label=label,
+        word=f"W{label}",
+        speaker="s",
+        frames_bgr=frames_bgr,
+        mfcc=np.random.default_rng(label).standard_normal((N_BINS, 20, 12)) * 10,
+        bin_numbers=np.arange(2, 2 + N_BINS),
+        frame_index=np.arange(2, 2 + N_BINS),
+        transforms=np.tile(np.eye(2, 3), (len(frames_bgr), 1, 1)),
+        detected=np.ones(len(frames_bgr), bool),
+        input_fps=25.0,
+    )
+
+
 @pytest.fixture(scope="module")
 def shard(tmp_path_factory):
     """One test shard: 4 clips of the aligned astronaut with a moving chin and random MFCCs, labels 0..3."""
     face = load_identity("demo")[:, :, ::-1]  # 256 BGR aligned crop
     base = cv2.copyMakeBorder(face, 2, 2, 2, 2, cv2.BORDER_REPLICATE)  # back to the 260-px layout
-    rng = np.random.default_rng(0)
     path = tmp_path_factory.mktemp("shards") / "000.h5"
     with ShardWriter(path, "test", 0) as writer:
         for c in range(4):
             frames = np.stack([np.roll(base, (t + c) % 3, axis=0) for t in range(N_FRAMES)])
-            writer.add(
-                ClipRecord(
-                    clip_id=f"demo/clip{c}",
-                    source="demo",
-                    split="test",
-                    label=c,
-                    word=f"W{c}",
-                    speaker="s",
-                    frames_bgr=frames,
-                    mfcc=rng.standard_normal((N_BINS, 20, 12)) * 10,
-                    bin_numbers=np.arange(2, 2 + N_BINS),
-                    frame_index=np.arange(2, 2 + N_BINS),
-                    transforms=np.tile(np.eye(2, 3), (N_FRAMES, 1, 1)),
-                    detected=np.ones(N_FRAMES, bool),
-                    input_fps=25.0,
-                )
-            )
+            writer.add(_record(f"demo/clip{c}", c, frames))
     return path
 
 
@@ -117,25 +119,6 @@ def _wav(path, samples: np.ndarray) -> str:
         w.setframerate(16000)
         w.writeframes(samples.astype("<i2").tobytes())
     return str(path)
-
-
-def _record(clip_id: str, label: int, frames_bgr: np.ndarray) -> ClipRecord:
-    """A clip whose bins 2..26 pair with frames 2..26 (random MFCCs)."""
-    return ClipRecord(
-        clip_id=clip_id,
-        source="demo",
-        split="test",
-        label=label,
-        word=f"W{label}",
-        speaker="s",
-        frames_bgr=frames_bgr,
-        mfcc=np.random.default_rng(label).standard_normal((N_BINS, 20, 12)) * 10,
-        bin_numbers=np.arange(2, 2 + N_BINS),
-        frame_index=np.arange(2, 2 + N_BINS),
-        transforms=np.tile(np.eye(2, 3), (len(frames_bgr), 1, 1)),
-        detected=np.ones(len(frames_bgr), bool),
-        input_fps=25.0,
-    )
 
 
 def test_lse_rows_from_source_audio(model, tmp_path, monkeypatch):
