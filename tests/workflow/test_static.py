@@ -64,3 +64,29 @@ def test_unknown_config_key_fails_the_dry_run(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--cores", "1", "preprocess", check=False)
     assert proc.returncode != 0
     assert "jpeg_qualty" in proc.stdout + proc.stderr
+
+
+def test_package_never_unpickles_arbitrary_objects():
+    """Safe loading (issue 6): no pickle.load(s) call, every torch.load passes weights_only=True, no np.load with
+    allow_pickle=True (read from the syntax tree, so docstrings and comments do not count)."""
+    import ast
+
+    def kw(call: ast.Call, name: str):
+        values = [k.value.value for k in call.keywords if k.arg == name and isinstance(k.value, ast.Constant)]
+        return values[0] if values else None
+
+    offenders = []
+    for path in (REPO / "davs_model").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            owner = node.func.value.id if isinstance(node.func.value, ast.Name) else ""
+            name = f"{owner}.{node.func.attr}"
+            if (
+                name in ("pickle.load", "pickle.loads")
+                or (name == "torch.load" and kw(node, "weights_only") is not True)
+                or (name == "np.load" and kw(node, "allow_pickle") is True)
+            ):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
+    assert offenders == []
+    assert len([p for p in (REPO / "davs_model").rglob("*.py") if "torch.load(" in p.read_text()]) >= 3  # it looks
