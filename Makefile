@@ -39,4 +39,4 @@ format: install
 	$(BIN)/snakefmt workflow/
 
 test: lint
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --timeout 900
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --timeout 900 --durations=15

@@ -55,7 +55,7 @@ def test_step_moves_only_the_identity_encoder_and_learns_the_speakers(shards):
     history = [first] + [pre.step(batches[k % 2]) for k in range(1, 16)]
     ce = [h["ID/speaker_ce"] for h in history]
     assert sum(ce[-4:]) < 0.5 * sum(ce[:4]), ce  # colour tells the 3 speakers apart: the CE must fall
-    assert history[-1]["ID/speaker_acc"] == history[-2]["ID/speaker_acc"] == 1.0, history[-2:]
+    assert min(h["ID/speaker_acc"] for h in history[-2:]) > 0.8, history[-2:]  # both batches of 6, ≤ 1 miss
 
 
 def test_pretrain_stage_trains_the_identity_encoder_resumes_and_feeds_stage_2(shards, tmp_path):
