@@ -17,6 +17,7 @@ columns), i.e. MFCC frames 4(l-2) .. 4(l-2)+19 (0-based). It is paired with vide
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from os import PathLike
 from pathlib import Path
 
@@ -213,6 +214,33 @@ def mfcc_bins(samples: np.ndarray, sample_rate: int = 16000, trim_end: int = 0) 
         return np.zeros((0, WINDOW_FRAMES, N_CEPS - 1))
     windows = sliding_window_view(cc, WINDOW_FRAMES, axis=0)[::WINDOW_HOP][:n]  # (n, 12, 20)
     return np.ascontiguousarray(windows.transpose(0, 2, 1))
+
+
+def count_bins(n_samples: int, sample_rate: int = 16000) -> int:
+    """Number of rows :func:`mfcc_bins` returns for ``n_samples`` samples (no trim), without computing them."""
+    nw, ns, _ = _frame_params(sample_rate)
+    return _n_bins(n_samples, sample_rate, (n_samples - nw) // ns + 1) if n_samples >= nw else 0
+
+
+def iter_mfcc_bins(samples: np.ndarray, chunk_bins: int = 64, sample_rate: int = 16000) -> Iterator[np.ndarray]:
+    """The rows of :func:`mfcc_bins` (int16 samples, no trim) in chunks of at most ``chunk_bins`` windows,
+    float32 (k, 20, 12), bit-identical to the whole-signal computation: memory stays flat for any audio length.
+
+    A chunk starting at bin row k needs MFCC frames 4k … and the pre-emphasis needs the sample before them: the
+    segment starts one hop early and its first MFCC frame (with the segment's own y[0]) is dropped.
+    """
+    if np.asarray(samples).dtype != np.int16:
+        raise TypeError("iter_mfcc_bins needs int16 samples (float input is scaled by its global peak)")
+    nw, ns, _ = _frame_params(sample_rate)
+    n = count_bins(len(samples), sample_rate)
+    for k0 in range(0, n, chunk_bins):
+        k1 = min(n, k0 + chunk_bins)
+        f0, f1 = WINDOW_HOP * k0, WINDOW_HOP * (k1 - 1) + WINDOW_FRAMES  # MFCC frames [f0, f1)
+        lead = 1 if f0 > 0 else 0
+        seg = samples[(f0 - lead) * ns : (f1 - 1) * ns + nw].astype(np.float64)
+        cc = _mfcc_from_prepared(seg, sample_rate)[lead:]
+        windows = sliding_window_view(cc, WINDOW_FRAMES, axis=0)[::WINDOW_HOP][: k1 - k0]
+        yield np.ascontiguousarray(windows.transpose(0, 2, 1), dtype=np.float32)
 
 
 def bin_numbers(n_bins: int) -> np.ndarray:

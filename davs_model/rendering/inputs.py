@@ -139,33 +139,11 @@ def load_speech(source: str | Path) -> np.ndarray:
 
 
 def count_bins(samples: np.ndarray) -> int:
-    """Number of MFCC windows (= output frames in audio mode) of ``samples``, as :func:`mfcc.mfcc_bins`."""
-    nw, ns, _ = mfcc._frame_params(SAMPLE_RATE)
-    if len(samples) < nw:
-        return 0
-    return mfcc._n_bins(len(samples), SAMPLE_RATE, (len(samples) - nw) // ns + 1)
+    """Number of MFCC windows (= output frames in audio mode) of 16 kHz ``samples``."""
+    return mfcc.count_bins(len(samples), SAMPLE_RATE)
 
 
-def iter_mfcc_bins(samples: np.ndarray, chunk_bins: int = 64) -> Iterator[np.ndarray]:
-    """The rows of :func:`davs_model.audio.mfcc_bins` (int16 samples at 16 kHz, no trim) in chunks of at most
-    ``chunk_bins`` windows, float32 (k, 20, 12); bit-identical to the whole-signal computation.
-
-    A chunk starting at bin row k needs MFCC frames 4k … and the pre-emphasis needs the sample before them: the
-    segment starts one 160-sample hop early and its first MFCC frame (with the segment's own y[0]) is dropped.
-    """
-    if np.asarray(samples).dtype != np.int16:
-        raise TypeError("iter_mfcc_bins needs int16 samples (float input is scaled by its global peak)")
-    nw, ns, _ = mfcc._frame_params(SAMPLE_RATE)
-    n = count_bins(samples)
-    hop = mfcc.WINDOW_HOP
-    for k0 in range(0, n, chunk_bins):
-        k1 = min(n, k0 + chunk_bins)
-        f0, f1 = hop * k0, hop * (k1 - 1) + mfcc.WINDOW_FRAMES  # MFCC frames [f0, f1)
-        lead = 1 if f0 > 0 else 0
-        seg = samples[(f0 - lead) * ns : (f1 - 1) * ns + nw].astype(np.float64)
-        cc = mfcc._mfcc_from_prepared(seg, SAMPLE_RATE)[lead:]
-        windows = np.lib.stride_tricks.sliding_window_view(cc, mfcc.WINDOW_FRAMES, axis=0)[::hop][: k1 - k0]
-        yield np.ascontiguousarray(windows.transpose(0, 2, 1), dtype=np.float32)
+iter_mfcc_bins = mfcc.iter_mfcc_bins
 
 
 def soundtrack(samples: np.ndarray | None, n_frames: int) -> np.ndarray | None:
