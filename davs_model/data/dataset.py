@@ -284,21 +284,18 @@ class ShardClipDataset(Dataset):
         # each needed frame is read and decoded once
         items = np.unique(np.concatenate([[c["identity"]], pred_items, disfc_items]))
         raw = self._read_frames(shard, clip, first_frame + items)
-        view = self._crop(raw, c["crop"], c["flip"])
         position = {int(item): k for k, item in enumerate(items)}
-        if self.uint8:  # crop + flip once, then each output is a gather of contiguous frames (numpy: ~20× torch)
+        if self.uint8 or self.image_size == PAPER_IMAGE_SIZE:
+            # crop + flip once, then each output is a gather of contiguous frames (numpy: ~20× torch); float items
+            # are these bytes scaled by image_tensor, as the training step scales uint8 items on its device
             frames_u8 = self._to_uint8(raw, c["crop"], c["flip"])
 
             def pick(its) -> torch.Tensor:
-                return torch.from_numpy(frames_u8[[position[int(i)] for i in its]])
+                u8 = torch.from_numpy(frames_u8[[position[int(i)] for i in its]])
+                return u8 if self.uint8 else image_tensor(u8, "cpu")
 
-        elif self.image_size == PAPER_IMAGE_SIZE:  # floats are most of the work: each output straight from uint8
-
-            def pick(its) -> torch.Tensor:
-                return self._to_float(view[[position[int(i)] for i in its]])
-
-        else:  # resize each frame once, then copy the small results
-            images = self._to_float(view)
+        else:  # float items at a reduced size: resize each frame once (in float), then copy the small results
+            images = self._to_float(self._crop(raw, c["crop"], c["flip"]))
 
             def pick(its) -> torch.Tensor:
                 return images[[position[int(i)] for i in its]]
