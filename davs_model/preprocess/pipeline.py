@@ -63,7 +63,7 @@ def _check_input(clip: Clip, info, cfg: PreprocessConfig) -> list[str]:
         raise ClipRejected(
             "no_audio_stream", f"{clip.path}: no audio track; DAVS needs speech. Fix: use a video with its sound."
         )
-    seconds = info.duration_s or (info.n_frames / info.fps if info.fps else 0.0)
+    seconds = _duration_s(info)
     if seconds > MAX_CLIP_SECONDS:
         raise ClipRejected(
             "too_long",
@@ -126,11 +126,18 @@ def _frames_off_the_heap() -> None:
 
 
 def _rejected(qc: QCRow, err: Exception) -> None:
-    """Fill ``qc`` for a clip that failed: ClipRejected/MediaError are rejections, anything else an error."""
+    """Fill ``qc`` for a clip that failed: ClipRejected/MediaError are rejections, anything else an error (logged
+    with its traceback; call from the ``except`` block)."""
     if isinstance(err, ClipRejected | MediaError):
         qc.status, qc.reason, qc.message = "rejected", err.reason, str(err)
     else:
+        log.exception("clip %s failed", qc.clip.clip_id)
         qc.status, qc.reason, qc.message = "error", type(err).__name__, str(err)
+
+
+def _duration_s(info) -> float:
+    """The probed duration, or frames / fps when the container gives none (0 when neither is known)."""
+    return info.duration_s or (info.n_frames / info.fps if info.fps else 0.0)
 
 
 def _voxceleb_boxes(clip: Clip, frames: Iterator[np.ndarray], seconds: float, fps: float):
@@ -170,8 +177,7 @@ def process_clip(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, landmarke
         qc.notes = _check_input(clip, info, cfg)
         frames, boxes = iter_video_frames(path, fps=cfg.fps), None
         if clip.boxes_path:
-            seconds = info.duration_s or (info.n_frames / info.fps if info.fps else 0.0)
-            boxes, frames = _voxceleb_boxes(clip, frames, seconds, cfg.fps)
+            boxes, frames = _voxceleb_boxes(clip, frames, _duration_s(info), cfg.fps)
         # pass 1: frames are decoded, tracked and dropped one at a time
         track = track_landmarks(
             frames,
@@ -242,8 +248,6 @@ def process_clip(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, landmarke
         )
         return record, qc
     except Exception as err:  # one bad video never stops the run: record it and go on
-        if not isinstance(err, ClipRejected | MediaError):
-            log.exception("clip %s failed", clip.clip_id)
         _rejected(qc, err)
     finally:
         qc.seconds = time.perf_counter() - start
@@ -285,8 +289,6 @@ def build_shard(
                 try:
                     writer.add(record)  # pass 2; on failure the writer drops the partial clip
                 except Exception as err:  # noqa: BLE001  (recorded in the QC row, like process_clip's)
-                    if not isinstance(err, ClipRejected | MediaError):
-                        log.exception("clip %s failed", clip.clip_id)
                     _rejected(qc, err)
                 finally:
                     qc.seconds += time.perf_counter() - start
