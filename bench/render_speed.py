@@ -8,7 +8,7 @@
   aligned A and the MFCC windows ready in memory.
 - ours: :func:`davs_model.rendering.render.render` end to end (dlib alignment of the photo, MFCC from the wav,
   E_p(A) once, batches over time, H.264 + AAC mp4), crop-only (``paste_back=False``, like for like with the
-  original's crops) and full frame (the default); with ``--bf16`` also crop-only in bfloat16.
+  original's crops) and full frame (the default); with ``--bf16`` also both in bfloat16 (``davs render --bf16``).
 
 No fine-tuning on either side (``finetune_steps=0``; it is the same 5 steps in both). Runs are interleaved so that
 both paths see the same machine load; the figure is the median of ``--repeats`` runs.

@@ -33,9 +33,10 @@ def as_plain_conv(t: nn.ConvTranspose2d) -> nn.Conv2d:
     return conv
 
 
-def inference_decoder(decoder: Decoder, dtype: torch.dtype = torch.float32) -> Decoder:
-    """A folded, eval-mode copy of ``decoder`` in ``dtype`` and channels-last; ``decoder`` is left unchanged."""
-    g = copy.deepcopy(decoder).eval()
+def inference_decoder(decoder: Decoder, dtype: torch.dtype = torch.float32, *, in_place: bool = False) -> Decoder:
+    """A folded, eval-mode copy of ``decoder`` in ``dtype`` and channels-last; ``decoder`` is left unchanged
+    unless ``in_place`` (for a caller that owns it: saves a copy of G's 22 M parameters)."""
+    g = (decoder if in_place else copy.deepcopy(decoder)).eval()
     for i in range(1, len(CONV_BLOCKS) + 1):
         block = getattr(g, f"convblock{i}")
         for conv, bn in block.layer_names:

@@ -182,8 +182,10 @@ def render(
     if losses:
         log.info("fine-tuned E_p and G for %d steps: loss %.4f → %.4f", len(losses), losses[0], losses[-1])
     model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (G, 256 px: ≈25 %), same output
-    pid = model.encode_identity(a[None].contiguous(memory_format=torch.channels_last))
-    g = inference_decoder(model.Decoder, torch.bfloat16 if bf16 else torch.float32)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        pid = model.encode_identity(a[None].contiguous(memory_format=torch.channels_last))
+    # G's folded inference form; the model is render's own copy, so G is converted in place
+    g = inference_decoder(model.Decoder, torch.bfloat16 if bf16 else torch.float32, in_place=True)
     pid = [p.to(g.conv7_2.weight.dtype) for p in pid]
     track = inputs.soundtrack(speech, n_frames)
     peak = float(np.abs(speech).max()) if speech is not None and len(speech) else 1.0

@@ -67,3 +67,13 @@ def test_the_bf16_inference_copy_is_within_a_grey_level() -> None:
     assert got.dtype == torch.float32
     err = (got - expected).abs()
     assert err.max().item() * 255 < 2.0 and err.mean().item() * 255 < 0.5, (err.max(), err.mean())
+
+
+def test_in_place_conversion_returns_the_same_decoder_folded() -> None:
+    g = trained_like_decoder()
+    pid, wid = inputs_for(g)
+    with torch.no_grad():
+        expected = g(pid, wid)
+        assert inference_decoder(g, in_place=True) is g
+        torch.testing.assert_close(g(pid, wid), expected, atol=2e-6, rtol=0)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in g.modules())
