@@ -66,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--l1-mouth", type=float, default=LossWeights.l1_mouth, help="λ_B of the mouth L1 (8)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster on a machine others load)")
     p.add_argument("--work", default=None, help="an empty or new folder (default: a new temporary one)")
     p.add_argument("--shards", default="results/shards", help="folder with the demo's train/, val/, test/ shards")
     return p.parse_args()
@@ -83,7 +84,7 @@ def main() -> None:
     work = Path(args.work or tempfile.mkdtemp(prefix="davs_learns_"))
     if work.exists() and any(work.iterdir()):
         raise SystemExit(f"{work} is not empty (a run there would resume): give a new or empty --work folder")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     c1, fit = oracle_r(held, train, args.image_size)
     print(f"held-out clips: {', '.join(held)}; audio-only bounds on r: window mean c1 {c1:.3f}, "
           f"ridge on the window {fit:.3f}", flush=True)  # fmt: skip

@@ -46,7 +46,10 @@ from davs_model.training.report import RunReport, generate_sequences, sample_gri
 from davs_model.training.runtime import StopFlag, bind_generator, worker_ignores_signals
 from davs_model.training.step import ASSOCIATION_MODULES, pretrain_step, train_iteration
 
-__all__ = ["STAGES", "TrainingInterrupted", "evaluate_mouth_l1", "train_stage"]
+__all__ = [
+    "STAGES", "TrainingInterrupted", "build_model", "build_optimizers", "compile_model", "evaluate_mouth_l1",
+    "train_stage",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 STAGES = ("pretrain", "main")
@@ -79,6 +82,24 @@ def make_dataset(paths, split: str, model_cfg: ModelConfig, *, train: bool, seed
         sequence_length=model_cfg.sequence_length, disfc_length=model_cfg.disfc_length, train=train, seed=seed,
         uint8=True,
     )  # fmt: skip
+
+
+def build_model(model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device) -> tuple[DAVS, torch.Generator]:
+    """DAVS on ``device`` (seeded, SyncBatchNorm under DDP, channels-last if asked) and its dropout generator."""
+    torch.manual_seed(cfg.seed)
+    model = DAVS(model_cfg).to(device)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    bind_generator(model, gen)
+    model = ddp.convert_batchnorm(model, device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, gen
+
+
+def compile_model(model: DAVS) -> None:
+    """``torch.compile`` every generator and discriminator module in place (state-dict keys unchanged)."""
+    for name in (*GENERATOR_MODULES, *DISCRIMINATOR_MODULES):
+        getattr(model, name).compile()
 
 
 def build_optimizers(model: DAVS, stage: str, cfg: TrainConfig, device: torch.device):
@@ -127,13 +148,7 @@ def _train(stage, model_cfg, cfg, train_shards, val_shards, work_dir, out_model,
         if not (labels >= 0).any():
             raise ValueError("model.n_words = 0 needs word labels in the training shards; none has one")
         model_cfg = replace(model_cfg, n_words=int(labels.max()) + 1)
-    torch.manual_seed(cfg.seed)
-    model = DAVS(model_cfg).to(device)
-    gen = torch.Generator(device).manual_seed(cfg.seed)
-    bind_generator(model, gen)
-    model = ddp.convert_batchnorm(model, device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, gen = build_model(model_cfg, cfg, device)
     opt_g, opt_d = build_optimizers(model, stage, cfg, device)
     identity = None
     if stage == "pretrain":  # optional E_p pretraining on the shards' speakers (§4.6 step 1)
@@ -171,8 +186,7 @@ def _train(stage, model_cfg, cfg, train_shards, val_shards, work_dir, out_model,
         log.info("initialised %s from %s", ", ".join(loaded) or "nothing", init_from)
     ddp.broadcast_state(model)
     if cfg.compile:
-        for name in (*GENERATOR_MODULES, *DISCRIMINATOR_MODULES):
-            getattr(model, name).compile()
+        compile_model(model)
     if ctx.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "config.resolved.json").write_text(json.dumps(resolved, indent=2) + "\n")
