@@ -72,7 +72,7 @@ fi
     $PY -m pip list 2>/dev/null | grep -i -E '^(torch|triton|numpy|av|dlib) ' || true
 } >"$OUT/env.txt" 2>&1
 
-timeout "${limits[0]}" $PY bench/train_speed.py "${train[@]}" --json "$OUT/train_speed.json" \
+TORCH_LOGS=recompiles timeout "${limits[0]}" $PY bench/train_speed.py "${train[@]}" --json "$OUT/train_speed.json" \
     --md "$OUT/train_speed.md" 2>&1 | tee "$OUT/train_speed.log"
 train_rc=$?
 timeout "${limits[1]}" $PY bench/render_gpu.py "${render[@]}" "${carried[@]}" --json "$OUT/render_gpu.json" \

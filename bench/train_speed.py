@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch._dynamo.utils import counters as dynamo_counters
 from torch.utils.flop_counter import FlopCounterMode
 
 from davs_model.training.config import ModelConfig, TrainConfig
@@ -129,6 +130,7 @@ def time_config(name: str, model_cfg: ModelConfig, batch: dict, device: torch.de
     """Median seconds per iteration of one configuration, with its warm-up time, peak memory and last losses."""
     flags = parse_config(name)
     reset_peak_memory(device)
+    dynamo_counters.clear()  # torch.compile's graph and graph-break counts, per configuration
     model, gen, opt_g, opt_d, cfg = setup(model_cfg, flags, device)
     start = time.perf_counter()
     for _ in range(warmup):
@@ -146,6 +148,8 @@ def time_config(name: str, model_cfg: ModelConfig, batch: dict, device: torch.de
         "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "warmup_s": warmup_s,
         "peak_memory_gib": peak_memory_gib(device),
         "finite": all(math.isfinite(losses[k]) for k in ("D/total", "G/total")),
+        "dynamo": {"graphs": dynamo_counters["stats"].get("unique_graphs", 0),
+                   "graph_breaks": dict(dynamo_counters["graph_break"].most_common(8))} if cfg.compile else None,
     }  # fmt: skip
 
 
