@@ -6,7 +6,8 @@
   E_p(A) once, then per batch of B consecutive MFCC windows E_a, and G's folded channels-last inference copy
   (``rendering.inference.inference_decoder`` / ``decode_with``) on 1.5·w, frames to uint8, for each B of
   ``--batch-sizes`` and each ``--precision`` (bf16: autocast and bf16 weights, as ``--bf16``). Frames stay on the
-  device in both (no host copy): this is the model's rate.
+  device in both (no host copy): this is the model's rate. Once per precision, its frames are compared with the
+  unfolded G's plain fp32 forward (grey-level differences in the JSON; random weights: a sanity check only).
 - end to end: ``rendering.render.render`` (astronaut photo, ``--seconds`` of the demo sentence tiled, fine-tuning
   as ``davs render``, MFCC, paste-back into the photo, H.264 + AAC mp4) with ``device``, per
   ``--e2e-precision`` and ``--chunk-frames`` (0: render's default).
@@ -137,6 +138,11 @@ def model_only(model: DAVS, device: torch.device, precision: str, batch_sizes, r
             "precision": precision, "batch": b, "median_s": seconds, "fps": b / seconds,
             "flops_per_frame": counter.get_total_flops() / b, "peak_memory_gib": peak_memory_gib(device),
         })  # fmt: skip
+        if len(rows) == 1:  # once: the fast path against the unfolded G's plain fp32 forward, in grey levels
+            pid32 = [p.expand(b, *p.shape[1:]) for p in model.encode_identity(a)]
+            ref = to_uint8(model.decode(pid32, model.encode_audio(windows)[0] * AUDIO_WID_SCALE))
+            diff = (step().int() - ref.int()).abs().float()
+            rows[0] |= {"max_grey_diff_vs_fp32": diff.max().item(), "mean_grey_diff_vs_fp32": diff.mean().item()}
     return rows
 
 

@@ -101,7 +101,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     from davs_model.io.media import MediaError
     from davs_model.rendering.inputs import NoFaceError
-    from davs_model.rendering.render import ModelNotFoundError, render
+    from davs_model.rendering.render import ModelNotFoundError, has_fast_bf16, pick_device, render
 
     if args.audio is None and args.video is None:
         print("davs render: give --audio (speech) and/or --driving-video (a driving video)", file=sys.stderr)
@@ -131,6 +131,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         f"wrote {args.out} ({result.n_frames} frames, {result.mode}-driven, {result.fps:.1f} frames/s)"
         + (f" and {', '.join(extras)}" if extras else "")
     )
+    if not args.bf16 and has_fast_bf16(pick_device(args.device)):
+        print("tip: this machine computes bfloat16 natively: --bf16 renders ~2x faster (within ~1 grey level)")
     return 0
 
 

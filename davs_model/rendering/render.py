@@ -61,6 +61,15 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(device)
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX), where
+    ``bf16=True`` is about 2× faster; elsewhere it is emulated and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's (private) capability probes
+    return device.type == "cpu" and any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def load_model_file(path: str | Path, device: str | torch.device | None = None) -> DAVS:
     """Our model file (``results/train/main/model.safetensors``, via ``training.checkpoint.load_model``) or the
     authors' ``.pth.tar`` (via ``compat.load_original_checkpoint``), in eval mode on ``device``."""

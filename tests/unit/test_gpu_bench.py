@@ -90,6 +90,8 @@ def test_render_gpu_smoke(tmp_path, one_thread):
     ]  # fmt: skip
     for r in report["model_only"]:
         assert r["fps"] > 0 and r["flops_per_frame"] > 0
+    bf16_first, fp32_first = report["model_only"][0], report["model_only"][2]
+    assert fp32_first["max_grey_diff_vs_fp32"] <= 1 and bf16_first["max_grey_diff_vs_fp32"] <= 16  # same function
     [e2e] = report["end_to_end"]
     assert "error" not in e2e, e2e
     assert e2e["precision"] == "bf16" and e2e["frames"] > 0 and e2e["fps"] > 0

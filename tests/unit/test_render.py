@@ -208,7 +208,8 @@ def test_peak_memory_is_flat_in_the_audio_length(tmp_path):
     assert peaks[40] <= 1.2 * peaks[4], peaks
 
 
-def test_cli_render_writes_every_output(tmp_path, model):
+def test_cli_render_writes_every_output(tmp_path, model, capsys, monkeypatch):
+    import davs_model.rendering.render as render_module
     from davs_model.cli import main
     from davs_model.training.checkpoint import save_model
 
@@ -225,11 +226,15 @@ def test_cli_render_writes_every_output(tmp_path, model):
         "--side-by-side",
         str(out["_sbs.mp4"]),
     ]
+    monkeypatch.setattr(render_module, "has_fast_bf16", lambda device: False)
     assert main([*argv, "--grid", str(out[".png"]), "--gif", str(out[".gif"])]) == 0
     assert all(p.stat().st_size > 0 for p in out.values())
+    assert "--bf16" not in capsys.readouterr().out
     crop = tmp_path / "crop.mp4"
     argv = ["render", "--face", "demo", "--audio", str(tmp_path / "s.wav"), "-o", str(crop), "--crop-only"]
+    monkeypatch.setattr(render_module, "has_fast_bf16", lambda device: True)  # where it has: a tip to use it
     assert main([*argv, "--checkpoint", str(ckpt), "--no-finetune"]) == 0
+    assert "tip: this machine computes bfloat16 natively: --bf16" in capsys.readouterr().out
     with av.open(str(crop)) as c:
         assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (64, 64)
 
