@@ -11,6 +11,20 @@ METRICS = ("word_accuracy", "retrieval", "psnr", "ssim", "lmd", "cpbd", "jitter"
 DEFAULT_MODEL = "results/train/main/model.safetensors"
 
 
+class ModelChoice:
+    """For config sections with a ``checkpoint`` key: the model file they use, and their dict form."""
+
+    checkpoint: str | None
+
+    @property
+    def model_path(self) -> str:
+        """``checkpoint`` (ours or the authors' .pth.tar) or, when null, our trained model."""
+        return self.checkpoint or DEFAULT_MODEL
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class SyncNetConfig:
     """SyncNet weights for LSE-C / LSE-D (Wav2Lip's evaluation); both null = skipped."""
@@ -29,7 +43,7 @@ class SyncNetConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(ModelChoice):
     """The ``evaluate:`` section. See the schema for each field."""
 
     split: str = "test"
@@ -57,11 +71,3 @@ class EvaluateConfig:
         if data.get("max_clips") is not None and data["max_clips"] < 1:
             raise ValueError("evaluate.max_clips must be >= 1 or null")
         return cls(**data)
-
-    @property
-    def model_path(self) -> str:
-        """The model to evaluate: ``checkpoint`` or our trained model."""
-        return self.checkpoint or DEFAULT_MODEL
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

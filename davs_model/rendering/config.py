@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from davs_model.evaluation.config import DEFAULT_MODEL, check_keys
+from davs_model.evaluation.config import ModelChoice, check_keys
 
 DEMO = "demo"  # identity: skimage's astronaut photo; audio: a sentence synthesised offline by espeak-ng
 DEFAULT_FINETUNE_STEPS = 5  # the original's test-time fine-tuning (test_train)
@@ -47,7 +47,7 @@ class SampleConfig:
 
 
 @dataclass(frozen=True)
-class RenderConfig:
+class RenderConfig(ModelChoice):
     """The ``render:`` section: which checkpoint renders which samples; ``paste_back``: the mp4 shows the whole
     photo with the generated face blended in (else the aligned crop)."""
 
@@ -69,11 +69,3 @@ class RenderConfig:
         if not isinstance(data.get("paste_back", True), bool):
             raise ValueError("render.paste_back must be true or false")
         return cls(**data)
-
-    @property
-    def model_path(self) -> str:
-        """The model that renders: ``checkpoint`` (ours or the authors' .pth.tar) or our trained model."""
-        return self.checkpoint or DEFAULT_MODEL
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
