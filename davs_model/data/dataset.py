@@ -36,21 +36,17 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from davs_model.io.shards import FRAME_INDEX, FRAME_SIZE, ShardError, ShardReader
+from davs_model.data.frames import EVAL_CROP_OFFSET, MAX_CROP_OFFSET, crop_uint8, crop_view, image_tensor, to_float
+from davs_model.io.shards import FRAME_INDEX, ShardError, ShardReader
 from davs_model.networks.common import PAPER_IMAGE_SIZE, check_image_size
 
-__all__ = ["ShardClipDataset", "aligned_run", "item_seed"]
+__all__ = ["ShardClipDataset", "aligned_run", "image_tensor", "item_seed"]
 
 log = logging.getLogger(__name__)
-
-MAX_CROP_OFFSET = FRAME_SIZE - PAPER_IMAGE_SIZE  # 260 − 256 = 4: offsets 0..4 (train), 2 (eval)
-EVAL_CROP_OFFSET = MAX_CROP_OFFSET // 2
 
 
 def aligned_run(frame_index: np.ndarray) -> tuple[int, int]:
@@ -67,15 +63,6 @@ def aligned_run(frame_index: np.ndarray) -> tuple[int, int]:
 def item_seed(seed: int, epoch: int, index: int) -> int:
     """A 64-bit seed for one item, well mixed from (seed, epoch, index) by numpy's SeedSequence."""
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0])
-
-
-def image_tensor(x: torch.Tensor, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A batch's images on ``device`` as ``dtype`` in [0, 1], (..., 3, S, S): uint8 ones (``uint8=True`` datasets,
-    (..., S, S, 3)) are moved as bytes and converted there; float ones are moved and cast."""
-    if x.dtype == torch.uint8:
-        x = x.to(device, non_blocking=True).movedim(-1, -3)
-        return x.to(dtype, memory_format=torch.contiguous_format).div_(255.0)
-    return x.to(device, dtype)
 
 
 class ShardClipDataset(Dataset):
@@ -238,41 +225,6 @@ class ShardClipDataset(Dataset):
         only these frames."""
         return self._reader(shard).frames(clip, frames)
 
-    @staticmethod
-    def _crop(raw: np.ndarray, crop: tuple[int, int], flip: bool) -> np.ndarray:
-        """(k,260,260,3) uint8 RGB → a (k,256,256,3) view: flipped, then cropped at ``crop`` (no copy)."""
-        top, left = crop
-        raw = raw[:, :, ::-1] if flip else raw
-        return raw[:, top : top + PAPER_IMAGE_SIZE, left : left + PAPER_IMAGE_SIZE]
-
-    def _to_uint8(self, raw: np.ndarray, crop: tuple[int, int], flip: bool) -> np.ndarray:
-        """(k,260,260,3) uint8 → (k,S,S,3) contiguous uint8, channels last as stored: the same pixels as
-        :meth:`_crop` (flip, then crop), copied by OpenCV (numpy copies a mirrored view ~10× slower); other sizes
-        are resized in float and rounded back. A quarter of the bytes to collate, pass between processes and copy
-        to the GPU, and no transposition in the loader: :func:`image_tensor` does both on the device."""
-        if self.image_size != PAPER_IMAGE_SIZE:
-            x = self._to_float(self._crop(raw, crop, flip))
-            return x.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-        top, left = crop
-        if flip:  # flipped column j is column 259 − j: the flipped crop at left is the mirrored crop at 4 − left
-            left = MAX_CROP_OFFSET - left
-        window = raw[:, top : top + PAPER_IMAGE_SIZE, left : left + PAPER_IMAGE_SIZE]
-        if not flip:
-            return np.ascontiguousarray(window)
-        out = np.empty(window.shape, np.uint8)
-        for k, frame in enumerate(window):
-            cv2.flip(frame, 1, dst=out[k])
-        return out
-
-    def _to_float(self, u8: np.ndarray) -> torch.Tensor:
-        """(k,256,256,3) uint8 (any strides) → (k,3,S,S) contiguous float32 in [0,1], resized to S."""
-        x = torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2)
-        x = x.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
-        if self.image_size != PAPER_IMAGE_SIZE:
-            size = (self.image_size, self.image_size)
-            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
-        return x
-
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} clips")
@@ -288,14 +240,14 @@ class ShardClipDataset(Dataset):
         if self.uint8 or self.image_size == PAPER_IMAGE_SIZE:
             # crop + flip once, then each output is a gather of contiguous frames (numpy: ~20× torch); float items
             # are these bytes scaled by image_tensor, as the training step scales uint8 items on its device
-            frames_u8 = self._to_uint8(raw, c["crop"], c["flip"])
+            frames_u8 = crop_uint8(raw, c["crop"], c["flip"], self.image_size)
 
             def pick(its) -> torch.Tensor:
                 u8 = torch.from_numpy(frames_u8[[position[int(i)] for i in its]])
                 return u8 if self.uint8 else image_tensor(u8, "cpu")
 
         else:  # float items at a reduced size: resize each frame once (in float), then copy the small results
-            images = self._to_float(self._crop(raw, c["crop"], c["flip"]))
+            images = to_float(crop_view(raw, c["crop"], c["flip"]), self.image_size)
 
             def pick(its) -> torch.Tensor:
                 return images[[position[int(i)] for i in its]]
