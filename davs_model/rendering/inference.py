@@ -4,7 +4,8 @@ convolutions turned into plain ones, weights in the rendering dtype and channels
 Same function as the trained G in eval mode (fp32: equal to ~1e-6; the tests check it), faster on the CPU: the
 folded BatchNorms and the transposed convolutions (a slow path in oneDNN, especially under bf16) were ~25 % of G's
 time in a 256 px render. With ``dtype=torch.bfloat16`` the weights are cast once here instead of by autocast at
-every call. Folding is ``torch.nn.utils.fusion.fuse_conv_bn_eval``; only the transposed → plain rewrite is ours.
+every call. Folding is ``torch.nn.utils.fusion.fuse_conv_bn_weights``; only the transposed → plain rewrite is
+ours.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import copy
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from davs_model.networks.decoder import CONV_BLOCKS, Decoder
 
@@ -33,6 +34,15 @@ def as_plain_conv(t: nn.ConvTranspose2d) -> nn.Conv2d:
     return conv
 
 
+def _fold(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> nn.Conv2d | nn.ConvTranspose2d:
+    """``bn(conv(x))`` (eval mode) as one convolution: ``conv`` gets the folded weights (no copy of the module)."""
+    transpose = isinstance(conv, nn.ConvTranspose2d)
+    conv.weight, conv.bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias, transpose
+    )
+    return conv
+
+
 def inference_decoder(decoder: Decoder, dtype: torch.dtype = torch.float32, *, in_place: bool = False) -> Decoder:
     """A folded, eval-mode copy of ``decoder`` in ``dtype`` and channels-last; ``decoder`` is left unchanged
     unless ``in_place`` (for a caller that owns it: saves a copy of G's 22 M parameters)."""
@@ -40,11 +50,11 @@ def inference_decoder(decoder: Decoder, dtype: torch.dtype = torch.float32, *, i
     for i in range(1, len(CONV_BLOCKS) + 1):
         block = getattr(g, f"convblock{i}")
         for conv, bn in block.layer_names:
-            setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), getattr(block, bn)))
+            _fold(getattr(block, conv), getattr(block, bn))
             setattr(block, bn, nn.Identity())
-    g.deconv1_1_new = fuse_conv_bn_eval(g.deconv1_1_new, g.deconv1_1_bn, transpose=True)
+    _fold(g.deconv1_1_new, g.deconv1_1_bn)
     g.deconv1_1_bn = nn.Identity()
-    g.conv7_1 = as_plain_conv(fuse_conv_bn_eval(g.conv7_1, g.conv7_1_bn, transpose=True))
+    g.conv7_1 = as_plain_conv(_fold(g.conv7_1, g.conv7_1_bn))
     g.conv7_1_bn = nn.Identity()
     g.conv7_2 = as_plain_conv(g.conv7_2)
     return g.to(dtype=dtype, memory_format=torch.channels_last).requires_grad_(False)

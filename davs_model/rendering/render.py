@@ -190,7 +190,10 @@ def render(
     losses = finetune_identity(model, a, finetune_wids, steps=finetune_steps)
     if losses:
         log.info("fine-tuned E_p and G for %d steps: loss %.4f → %.4f", len(losses), losses[0], losses[-1])
-    model = model.to(memory_format=torch.channels_last)  # faster CPU convolutions (G, 256 px: ≈25 %), same output
+    # channels-last: faster CPU convolutions (G at 256 px: ≈25 %), same output; G gets it in its inference copy
+    for encoder in (model.ID_encoder, model.lip_feature_encoder if mode == "video" else None):
+        if encoder is not None:
+            encoder.to(memory_format=torch.channels_last)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
         pid = model.encode_identity(a[None].contiguous(memory_format=torch.channels_last))
     # G's folded inference form; the model is render's own copy, so G is converted in place
