@@ -28,7 +28,6 @@ photo's 68 landmarks, computed here by dlib (``--prepare``), and ``--speech`` th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import SIZES, device_name, device_peak, fmt, peak_memory_gib, reset_peak_memory, synchronize  # noqa: E402
+import train_speed as ts  # noqa: E402  (its device helpers, sizes and peaks)
 
 from davs_model.model import AUDIO_WID_SCALE, DAVS  # noqa: E402
 from davs_model.rendering.inference import decode_with, inference_decoder  # noqa: E402
@@ -64,25 +63,21 @@ class FixedLandmarker:
         return self.points
 
 
-def error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return (frames.clamp(0, 1) * 255).round().byte()
 
 
 def timed(fn, device: torch.device) -> float:
-    synchronize(device)
+    ts.synchronize(device)
     start = time.perf_counter()
     fn()
-    synchronize(device)
+    ts.synchronize(device)
     return time.perf_counter() - start
 
 
 def make_model(size: str, device: torch.device) -> DAVS:
     torch.manual_seed(0)
-    return DAVS(SIZES[size], with_discriminators=False).to(device).eval()
+    return DAVS(ts.SIZES[size], with_discriminators=False).to(device).eval()
 
 
 @torch.inference_mode()
@@ -108,7 +103,7 @@ def original_fps(model: DAVS, device: torch.device, n_frames: int) -> dict:
 def model_only(model: DAVS, device: torch.device, precision: str, batch_sizes, repeats: int, warmup: int):
     """Rows of frames/s per batch size: the renderer's E_p once, E_a + G's inference copy per batch."""
     dtype, bf16 = DTYPES[precision], precision == "bf16"
-    model = model.to(memory_format=torch.channels_last)  # as render() does before generating
+    model.ID_encoder.to(memory_format=torch.channels_last)  # as render() does in audio mode; G: in its copy
     g = inference_decoder(model.Decoder, dtype)
     gen = torch.Generator(device).manual_seed(2)
     s = model.config.image_size
@@ -125,18 +120,18 @@ def model_only(model: DAVS, device: torch.device, precision: str, batch_sizes, r
                 return to_uint8(decode_with(g, [p.expand(b, *p.shape[1:]) for p in pid], wid * AUDIO_WID_SCALE))
 
         try:
-            reset_peak_memory(device)
+            ts.reset_peak_memory(device)
             for _ in range(warmup):
                 step()
             seconds = statistics.median(timed(step, device) for _ in range(repeats))
         except torch.OutOfMemoryError as exc:
-            rows.append({"precision": precision, "batch": b, "error": error_text(exc)})
+            rows.append({"precision": precision, "batch": b, "error": ts.error_text(exc)})
             continue
         with FlopCounterMode(display=False) as counter:
             step()
         rows.append({
             "precision": precision, "batch": b, "median_s": seconds, "fps": b / seconds,
-            "flops_per_frame": counter.get_total_flops() / b, "peak_memory_gib": peak_memory_gib(device),
+            "flops_per_frame": counter.get_total_flops() / b, "peak_memory_gib": ts.peak_memory_gib(device),
         })  # fmt: skip
         if len(rows) == 1:  # once: the fast path against the unfolded G's plain fp32 forward, in grey levels
             pid32 = [p.expand(b, *p.shape[1:]) for p in model.encode_identity(a)]
@@ -193,7 +188,7 @@ def end_to_end(model: DAVS, device: torch.device, args: argparse.Namespace, tmp:
                     render(model, "demo", tmp / "out.mp4", audio=wav, **kw) for _ in range(args.e2e_repeats)
                 ]
             except Exception as exc:  # keep the other rows
-                rows.append({"precision": precision, "chunk_frames": chunk, "error": error_text(exc)})
+                rows.append({"precision": precision, "chunk_frames": chunk, "error": ts.error_text(exc)})
                 continue
             seconds = statistics.median(r.seconds for r in results)
             rows.append({
@@ -208,12 +203,13 @@ def markdown(report: dict) -> str:
     base = report["original"]
     peak = report["peak"]
     lines = [
-        f"{report['device']}, torch {report['torch']}, {report['size']} size; weights random (seed 0)", "",
+        f"{report['device']}, torch {report['torch']}, {report['size']} size; weights random (seed 0)",
+        "",
         "| path | precision | batch | frames/s | × original | TFLOP/s | MFU | peak GiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
         f"| original (E_p per frame, unfolded G) | fp32 | 1 | {base['fps']:.1f} | 1.00 | "
         f"{base['fps'] * base['flops_per_frame'] / 1e12:.3g} | | |",
-    ]  # fmt: skip
+    ]
     for r in report["model_only"]:
         if "error" in r:
             lines.append(f"| model only | {r['precision']} | {r['batch']} | {r['error']} | | | | |")
@@ -223,7 +219,7 @@ def markdown(report: dict) -> str:
         mfu = f"{100 * tflops / peak[key]:.1f} %" if peak else "n/a"
         lines.append(
             f"| model only | {r['precision']} | {r['batch']} | {r['fps']:.1f} | {r['fps'] / base['fps']:.2f} | "
-            f"{tflops:.3g} | {mfu} | {fmt(r['peak_memory_gib'], '.2f')} |"
+            f"{tflops:.3g} | {mfu} | {ts.fmt(r['peak_memory_gib'], '.2f')} |"
         )
     for r in report["end_to_end"]:
         text = r["error"] if "error" in r else f"{r['fps']:.1f} | {r['fps'] / base['fps']:.2f} | | |"
@@ -253,7 +249,7 @@ def prepare(folder: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="paper")
+    parser.add_argument("--size", choices=sorted(ts.SIZES), default="paper")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--precision", nargs="+", choices=sorted(DTYPES), default=["bf16"])
     parser.add_argument("--repeats", type=int, default=20, help="timed batches per batch size")
@@ -278,32 +274,26 @@ def main(argv: list[str] | None = None) -> dict | None:
         prepare(Path(args.prepare))
         return None
     device = resolve_device(args.device)
-    name = device_name(device)
-    report = {"device": name, "torch": torch.__version__, "size": args.size, "model": SIZES[args.size].to_dict(),
-              "peak": device_peak(name), "seconds": args.seconds}  # fmt: skip
+    name = ts.device_name(device)
+    report = {
+        "device": name, "torch": torch.__version__, "size": args.size, "model": ts.SIZES[args.size].to_dict(),
+        "peak": ts.device_peak(name), "seconds": args.seconds,
+    }  # fmt: skip
     report["original"] = original_fps(make_model(args.size, device), device, args.baseline_frames)
     report["model_only"], report["end_to_end"] = [], []
-    save(report, args)  # after every phase: a run stopped by a time limit keeps what it measured
+    ts.save(report, args, markdown)  # after every phase: a run stopped by a time limit keeps what it measured
     for precision in args.precision:
         model = make_model(args.size, device)
         report["model_only"] += model_only(model, device, precision, args.batch_sizes, args.repeats, args.warmup)
-        save(report, args)
+        ts.save(report, args, markdown)
     if args.seconds > 0:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 report["end_to_end"] = end_to_end(make_model(args.size, device), device, args, Path(tmp))
             except (ImportError, FileNotFoundError) as exc:  # av / dlib / landmark model missing: say which
-                report["end_to_end"] = [{"precision": "-", "chunk_frames": "-", "error": error_text(exc)}]
-    print(save(report, args))
+                report["end_to_end"] = [{"precision": "-", "chunk_frames": "-", "error": ts.error_text(exc)}]
+    print(ts.save(report, args, markdown))
     return report
-
-
-def save(report: dict, args: argparse.Namespace) -> str:
-    table = markdown(report)
-    for path, text in ((args.json, json.dumps(report, indent=2) + "\n"), (args.md, table)):
-        if path:
-            Path(path).write_text(text)
-    return table
 
 
 if __name__ == "__main__":

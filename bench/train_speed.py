@@ -148,20 +148,29 @@ def time_config(name: str, model_cfg: ModelConfig, batch: dict, device: torch.de
         "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "warmup_s": warmup_s,
         "peak_memory_gib": peak_memory_gib(device),
         "finite": all(math.isfinite(losses[k]) for k in ("D/total", "G/total")),
-        "dynamo": {"graphs": dynamo_counters["stats"].get("unique_graphs", 0),
-                   "graph_breaks": dict(dynamo_counters["graph_break"].most_common(8))} if cfg.compile else None,
+        "dynamo": dynamo_summary() if cfg.compile else None,
     }  # fmt: skip
 
 
-def finish_row(row: dict, batch_size: int, flops: int, peak: dict | None, baseline: dict | None) -> dict:
-    tflops = flops / row["median_s"] / 1e12
+def dynamo_summary() -> dict:
+    """torch.compile's graphs and most frequent graph-break reasons since the last ``dynamo_counters.clear()``."""
+    breaks = {reason[:160]: n for reason, n in dynamo_counters["graph_break"].most_common(8)}
+    return {"graphs": dynamo_counters["stats"].get("unique_graphs", 0), "graph_breaks": breaks}
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def finish_row(row: dict, batch_size: int, flops: int | None, peak: dict | None, baseline: dict | None) -> dict:
+    tflops = flops / row["median_s"] / 1e12 if flops else None
     peak_kind = "bf16" if row["flags"]["bf16"] else "tf32"
     peak_tflops = peak[f"{peak_kind}_tflops"] if peak else None
     return row | {
         "samples_per_s": batch_size / row["median_s"],
         "speedup_vs_fp32": baseline["median_s"] / row["median_s"] if baseline else None,
         "tflops": tflops, "peak_used": f"{peak['name']} dense {peak_kind}" if peak else None,
-        "mfu": tflops / peak_tflops if peak_tflops else None,
+        "mfu": tflops / peak_tflops if peak_tflops and tflops else None,
     }  # fmt: skip
 
 
@@ -170,10 +179,11 @@ def fmt(value, spec: str, missing: str = "n/a") -> str:
 
 
 def markdown(report: dict) -> str:
+    flops = report["flops_per_iteration"]
     head = (
         f"{report['device']}, torch {report['torch']}, {report['size']} size, batch {report['batch_size']}, "
         f"median of {report['steps']} iterations after {report['warmup']}; "
-        f"{report['flops_per_iteration'] / 1e12:.3f} TFLOP per iteration (fp32 eager count)"
+        f"{fmt(flops and flops / 1e12, '.3f')} TFLOP per iteration (fp32 eager count)"
     )
     lines = [head, "", "| config | samples/s | × fp32 eager | ms/iter | peak GiB | TFLOP/s | MFU | warm-up s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
@@ -184,8 +194,8 @@ def markdown(report: dict) -> str:
         mfu = f"{100 * r['mfu']:.1f} % of {r['peak_used']}" if r["mfu"] is not None else "n/a"
         lines.append(
             f"| {r['config']} | {r['samples_per_s']:.2f} | {fmt(r['speedup_vs_fp32'], '.2f')} | "
-            f"{1000 * r['median_s']:.1f} | {fmt(r['peak_memory_gib'], '.2f')} | {r['tflops']:.3g} | {mfu} | "
-            f"{r['warmup_s']:.1f} |"
+            f"{1000 * r['median_s']:.1f} | {fmt(r['peak_memory_gib'], '.2f')} | {fmt(r['tflops'], '.3g')} | "
+            f"{mfu} | {r['warmup_s']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -201,16 +211,20 @@ def run(args: argparse.Namespace) -> dict:
     report = {
         "device": name, "torch": torch.__version__, "size": args.size, "model": model_cfg.to_dict(),
         "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-        "flops_per_iteration": count_flops(model_cfg, batch, device), "peak": device_peak(name),
+        "flops_per_iteration": None, "peak": device_peak(name),
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "float32_matmul_precision": torch.get_float32_matmul_precision(), "results": [],
     }  # fmt: skip
+    try:
+        report["flops_per_iteration"] = count_flops(model_cfg, batch, device)
+    except Exception as exc:  # e.g. fp32 out of memory at this batch: the bf16 configurations may still fit
+        report["flops_error"] = error_text(exc)
     baseline = None
     for config in names:
         try:
             row = time_config(config, model_cfg, batch, device, args.steps, args.warmup)
         except Exception as exc:  # an OOM or a compile failure must not lose the other configurations
-            report["results"].append({"config": config, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            report["results"].append({"config": config, "error": error_text(exc)})
             print(f"{config}: failed: {exc}", flush=True)
         else:
             baseline = row if config == "fp32" else baseline
@@ -221,8 +235,10 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def save(report: dict, args: argparse.Namespace) -> str:
-    table = markdown(report)
+def save(report: dict, args: argparse.Namespace, to_markdown=None) -> str:
+    """Write ``report`` as JSON to ``args.json`` and its table (``to_markdown``, default this script's) to
+    ``args.md`` where given; returns the table."""
+    table = (to_markdown or markdown)(report)
     for path, text in ((args.json, json.dumps(report, indent=2) + "\n"), (args.md, table)):
         if path:
             Path(path).write_text(text)
