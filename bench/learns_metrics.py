@@ -1,5 +1,5 @@
-"""Measures for ``bench/learns_on_demo.py``: the mouth opening, its correlation with a bootstrap interval, and the
-audio-feature "oracle" that bounds what the MFCC windows can tell about the opening.
+"""Measures for ``bench/learns_on_demo.py``: the mouth opening, its correlation with a bootstrap interval, and
+linear audio-only references ("oracle") for what the MFCC windows tell about the opening.
 
 Mouth opening of a frame: the mean darkness (1 − grey level) of the central half of the mouth box, where the
 demo's speech-driven mouth opens (``davs_model/demo/face.py``). r is Pearson's correlation over all (sequence,
@@ -18,7 +18,10 @@ from torch.utils.data import DataLoader
 from davs_model.data.dataset import ShardClipDataset, image_tensor
 from davs_model.networks.common import mouth_box
 
-__all__ = ["ClipSeries", "bootstrap_r", "generated_openings", "mouth_opening", "oracle_r", "pooled_r"]
+__all__ = [
+    "ClipSeries", "audio_readout_r", "bootstrap_r", "generated_openings", "mouth_opening", "oracle_r", "pooled_r",
+    "sequence_dataset",
+]  # fmt: skip
 
 ITEMS = 25  # aligned frame/bin items per demo clip (LRW: bins 2..26); a sequence covers them all
 ClipSeries = list[tuple[np.ndarray, np.ndarray]]  # per clip: (generated, real) openings, (n_sequences, ITEMS)

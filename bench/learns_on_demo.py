@@ -12,17 +12,18 @@ held-out clips (val + test splits, 24 demo clips):
 - the time spent in stage 2: wall minutes and CPU minutes (user + system of this process and its finished
   DataLoader workers; on a shared machine the CPU time is the steadier figure).
 
-Before training it prints two bounds on r from the audio alone (``learns_metrics.oracle_r``): the mean first MFCC
-coefficient of the frame's window, and a ridge regression from the whole window; after stage 1 it prints a ridge
-read-out of E_a^w's wid (does stage 1 hand the opening to stage 2?). See ``bench/learns_metrics.py`` for the
-mouth opening and r. The step-0 r is a control: a random decoder on E_a's wid already gives |r| up to ~0.5, of
-either sign, so only a positive r that holds over seeds says that G learned the mouth.
+Before training it prints two linear references for r from the audio alone (``learns_metrics.oracle_r``): the mean
+first MFCC coefficient of the frame's window, and a ridge regression from the whole window (not upper bounds: the
+networks are not linear); after stage 1 it prints a ridge read-out of E_a^w's wid (does stage 1 hand the opening to
+stage 2?). See ``bench/learns_metrics.py`` for the mouth opening and r. The step-0 r is a control: a random decoder
+on E_a's wid already gives |r| up to ~0.5, of either sign, so only a positive r that holds over seeds says that G
+learned the mouth.
 
 Settings (not the original's; the model is 64 px, width 0.125, as the demo config): Adam lr 1e-3 (2e-4) and
-mouth-L1 weight λ_B = 64 (8). With the original's λ_B, a few hundred steps fit the face but not the mouth (r stays
-near 0, lr 2e-4 or 1e-3): the mouth box is 1/8 of the image and its motion a few pixels at 64 px, so G first
-spends its steps on the rest of the face. ``--threads 1``: on a shared 2-core machine, 2 threads ran up to 10×
-slower. Results and the command behind them: BENCHMARKS.md, "It learns on the demo data (issue 3)".
+mouth-L1 weight λ_B = 64 (8). With the original's λ_B, a few hundred steps fit the face but not the mouth (r near
+0, at lr 2e-4 or 1e-3): the mouth box is 1/8 of the image and its motion a few pixels at 64 px, so G first
+spends its steps on the rest of the face. ``--threads 1``: on a shared 2-core machine, 2 threads took 5× the CPU
+time for stage 1. Results and the command behind them: BENCHMARKS.md, "It learns on the demo data (issue 3)".
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def main() -> None:
         raise SystemExit(f"{work} is not empty (a run there would resume): give a new or empty --work folder")
     torch.set_num_threads(args.threads)
     c1, fit = oracle_r(held, train, args.image_size)
-    print(f"held-out clips: {', '.join(held)}; audio-only bounds on r: window mean c1 {c1:.3f}, "
+    print(f"held-out clips: {', '.join(held)}; audio-only linear references for r: window mean c1 {c1:.3f}, "
           f"ridge on the window {fit:.3f}", flush=True)  # fmt: skip
     mc = ModelConfig(image_size=args.image_size, width=args.width, n_words=0)
     stage = StageConfig(steps=args.pretrain_steps, batch_size=args.batch_size, lr=args.lr)

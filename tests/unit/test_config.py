@@ -107,7 +107,9 @@ def test_model_and_train_schema_match_the_dataclasses():
     config = _validate_with_defaults(yaml.safe_load((REPO / "config.yaml").read_text()))
     train = TrainConfig.from_dict(config["train"])
     assert ModelConfig.from_dict(config["model"]).image_size in (64, 128, 256)
-    assert train.main.lr == 2e-4 and train.main.betas == (0.9, 0.999)
+    paper = TrainConfig.from_dict(_validate_with_defaults({})["train"])  # the schema's defaults are the paper's
+    assert paper.main.lr == 2e-4 and paper.main.betas == (0.9, 0.999) and paper.loss_weights == LossWeights()
+    assert (train.main.lr, train.loss_weights.l1_mouth) == (1e-3, 64)  # config.yaml: the demo's settings
     assert ModelConfig() == ModelConfig.from_dict(_validate_with_defaults({})["model"])  # paper size by default
     with pytest.raises(ValueError, match="l1_mouht"):
         TrainConfig.from_dict({"loss_weights": {"l1_mouht": 8}})
