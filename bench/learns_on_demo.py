@@ -42,7 +42,8 @@ from learns_metrics import audio_readout_r, bootstrap_r, generated_openings, ora
 from davs_model.losses import LossWeights
 from davs_model.training.checkpoint import load_model
 from davs_model.training.config import ModelConfig, StageConfig, TrainConfig
-from davs_model.training.loop import evaluate_mouth_l1, train_stage
+from davs_model.training.heldout import evaluate_mouth_l1
+from davs_model.training.loop import train_stage
 
 HELD_OUT = ("val", "test")
 

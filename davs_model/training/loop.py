@@ -29,7 +29,6 @@ from tqdm import tqdm
 from davs_model import CHECKPOINT_FORMAT_VERSION, __version__
 from davs_model.data.dataset import ShardClipDataset, image_tensor
 from davs_model.model import DAVS, DISCRIMINATOR_MODULES, GENERATOR_MODULES
-from davs_model.networks.common import mouth_box
 from davs_model.training import distributed as ddp
 from davs_model.training.checkpoint import (
     STATE_FILE,
@@ -46,10 +45,7 @@ from davs_model.training.report import RunReport, generate_sequences, sample_gri
 from davs_model.training.runtime import StopFlag, bind_generator, worker_ignores_signals
 from davs_model.training.step import ASSOCIATION_MODULES, pretrain_step, train_iteration
 
-__all__ = [
-    "STAGES", "TrainingInterrupted", "build_model", "build_optimizers", "compile_model", "evaluate_mouth_l1",
-    "train_stage",
-]  # fmt: skip
+__all__ = ["STAGES", "TrainingInterrupted", "build_model", "build_optimizers", "compile_model", "train_stage"]
 
 log = logging.getLogger(__name__)
 STAGES = ("pretrain", "main")
@@ -273,39 +269,3 @@ def _sample_grid(model: DAVS, batch: dict, device: torch.device) -> object:
     finally:
         model.train(was_training)
     return sample_grid(image_tensor(batch["identity"], "cpu"), real, fake_a, fake_v)
-
-
-@torch.no_grad()
-def evaluate_mouth_l1(
-    model: DAVS,
-    val_shards,
-    *,
-    batch_size: int = 8,
-    device: torch.device | str | None = None,
-    max_clips: int | None = None,
-    wid_scale: float = 1.0,
-    split: str = "val",
-    seed: int = 0,
-) -> float:
-    """Mean |x̂ − x| over the mouth box (all channels, [0, 1] units) of audio-driven generation on held-out clips.
-
-    Deterministic: eval mode, centre crop, the dataset's fixed per-clip draws (identity frame, window) at epoch
-    0 of ``seed``; generation uses the training-time wid (``wid_scale`` 1, not the demo's 1.5)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    ds = make_dataset(val_shards, split, model.config, train=False, seed=seed)
-    indices = list(range(len(ds) if max_clips is None else min(max_clips, len(ds))))
-    if not indices:
-        raise ValueError(f"no usable {split} clip in {list(val_shards)}")
-    top, bottom, left, right = mouth_box(model.config.image_size)
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    try:
-        loader = DataLoader(torch.utils.data.Subset(ds, indices), batch_size=batch_size, shuffle=False)
-        for batch in loader:
-            real, fake, _ = generate_sequences(model, batch, device, wid_scale=wid_scale, video=False)
-            diff = (fake.float() - real.float())[..., top:bottom, left:right].abs()
-            total, count = total + float(diff.double().sum()), count + diff.numel()
-    finally:
-        model.train(was_training)
-    return total / count

@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 
 from davs_model.training.checkpoint import CheckpointError, load_model, load_state, read_model_metadata
 from davs_model.training.config import ModelConfig, TrainConfig
-from davs_model.training.loop import evaluate_mouth_l1, train_stage
+from davs_model.training.heldout import evaluate_mouth_l1
+from davs_model.training.loop import train_stage
 from davs_model.training.step import ASSOCIATION_MODULES
 from tests.unit.training_data import write_training_shards
 
