@@ -19,6 +19,7 @@ import torch
 
 from davs_model.model import DAVS, DISCRIMINATOR_MODULES, GENERATOR_MODULES
 from davs_model.training.config import ModelConfig
+from davs_model.utils.state_dict import match_keys
 
 # Keys of the released file that are not networks of the inference model (kept by training only).
 TRAINING_ONLY_KEYS = (
@@ -76,27 +77,17 @@ def _match(model: DAVS, data: dict, names: tuple[str, ...], path: Path) -> dict[
             continue
         ours = getattr(model, name).state_dict()
         theirs = _strip_prefix(data[name], name, path)
-        # PyTorch 0.2 had no num_batches_tracked; the counter only matters for momentum=None BatchNorm.
-        wanted = {k for k in ours if not k.endswith("num_batches_tracked")}
-        missing = sorted(wanted - set(theirs))
-        unexpected = sorted(set(theirs) - set(ours))
-        shapes = sorted(
-            f"{k}: file {tuple(theirs[k].shape)} vs model {tuple(ours[k].shape)}"
-            for k in wanted & set(theirs)
-            if tuple(theirs[k].shape) != tuple(ours[k].shape)
-        )
+        m = match_keys(ours, theirs)  # PyTorch 0.2 saved no num_batches_tracked: those may be missing
+        shapes = sorted(f"{k}: file {tuple(theirs[k].shape)} vs model {tuple(ours[k].shape)}" for k in m.misshapen)
         for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
+            ("missing keys", sorted(m.missing)),
+            ("unexpected keys", sorted(m.unexpected)),
             ("shape mismatch", shapes),
         ):
             if items:
                 shown = ", ".join(items[:12]) + (f", … ({len(items)} in all)" if len(items) > 12 else "")
                 problems.append(f"{name}: {label}: {shown}")
-        for k in ours:
-            if k.endswith("num_batches_tracked") and k not in theirs:
-                theirs[k] = ours[k]
-        matched[name] = theirs
+        matched[name] = m.complete
     if problems:
         raise CheckpointError(
             f"{path} does not match the DAVS networks:\n  - "

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from davs_model.utils.state_dict import match_keys
+
 EMBEDDING = 1024
 AUDIO_SHAPE = (1, 13, 20)  # channels, MFCC coefficients, MFCC frames (4 per video frame at 25 fps)
 LIP_SHAPE = (3, 5, 224, 224)  # BGR, frames, height, width
 N_PARAMETERS = 13_631_616  # trainable parameters of both branches (test_syncnet checks it)
-# PyTorch < 0.4 (SyncNet's time) saved no BatchNorm ``num_batches_tracked`` counter; it plays no part in eval mode
-OPTIONAL_KEY_SUFFIX = ".num_batches_tracked"
 
 
 def _conv2d(cin: int, cout: int, kernel, padding=(1, 1), inplace: bool = True) -> list[nn.Module]:
@@ -114,21 +114,15 @@ def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNe
     state = read_state_dict(path)
     model = SyncNet()
     own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith(OPTIONAL_KEY_SUFFIX)]
-    unexpected = [k for k in state if k not in own]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    problems = {"missing": missing, "unexpected": unexpected, "wrong shape": wrong}
-    if any(problems.values()):
+    m = match_keys(own, state)
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})" for k in m.misshapen]
+    problems = {"missing": m.missing, "unexpected": m.unexpected, "wrong shape": wrong}
+    if not m.ok:
         listed = [
             f"{name} ({len(keys)}): {', '.join(keys[:8])}{' …' if len(keys) > 8 else ''}"
             for name, keys in problems.items()
             if keys
         ]
         raise ValueError(f"{path}: not the SyncNet of syncnet_python (syncnet_v2.model); " + "; ".join(listed))
-    full = {k: state.get(k, own[k]) for k in own}  # the counters a legacy file lacks keep their zero
-    model.load_state_dict(full, strict=True)
+    model.load_state_dict(m.complete, strict=True)  # the counters a legacy file lacks keep their zero
     return model.to(device).eval()
