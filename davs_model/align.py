@@ -81,6 +81,13 @@ def _validate_image(image_bgr: np.ndarray) -> None:
         raise ValueError(f"image must be uint8, got {image_bgr.dtype}")
 
 
+def _validate_matrix(M: np.ndarray) -> np.ndarray:
+    M = np.asarray(M, dtype=np.float64)
+    if M.shape != (2, 3) or not np.all(np.isfinite(M)):
+        raise ValueError(f"M must be a finite (2, 3) matrix, got shape {M.shape}")
+    return M
+
+
 def anchor_transform(anchors: np.ndarray, duplicate_eyes: bool = True) -> np.ndarray:
     """The 2×3 source → 356×436 canvas matrix for anchors (left eye, right eye, mouth centre).
 
@@ -101,9 +108,7 @@ def warp_aligned(image_bgr: np.ndarray, M: np.ndarray) -> np.ndarray:
     ``0.97015·(M − offset)`` would be sharper but would not match the training statistics.
     """
     _validate_image(image_bgr)
-    M = np.asarray(M, dtype=np.float64)
-    if M.shape != (2, 3) or not np.all(np.isfinite(M)):
-        raise ValueError(f"M must be a finite (2, 3) matrix, got shape {M.shape}")
+    M = _validate_matrix(M)
     canvas = cv2.warpAffine(
         image_bgr,
         M,
@@ -131,9 +136,7 @@ def warp_aligned_fast(image_bgr: np.ndarray, M: np.ndarray) -> np.ndarray:
     column (``adelta[x]``) but only on the row through ``M[1]·y + M[2]``, so the rows are moved into the matrix
     and the columns kept; the output equals the parity path's (tests/unit/test_align.py checks it)."""
     _validate_image(image_bgr)
-    M = np.asarray(M, dtype=np.float64)
-    if M.shape != (2, 3) or not np.all(np.isfinite(M)):
-        raise ValueError(f"M must be a finite (2, 3) matrix, got shape {M.shape}")
+    M = _validate_matrix(M)
     inv = _inverse_like_opencv(M)
     inv[:, 2] += CROP_TOP * inv[:, 1]  # output row 0 is canvas row CROP_TOP
     band = cv2.warpAffine(

@@ -140,8 +140,9 @@ def render(
 
     With ``paste_back`` (the default) the mp4 and the GIF show the whole photo (or identity video frame, longer
     side ≤ 1280 px, padded to even size) with the generated face blended in (:mod:`.pasteback`); without, the
-    aligned S×S crop. ``bf16`` runs the generation under bfloat16 autocast: about 2× faster where the hardware
-    has bf16 (AVX512-BF16/AMX CPUs, recent GPUs; much slower elsewhere), output within about one grey level.
+    aligned S×S crop. ``bf16`` generates in bfloat16 (G's weights cast once, the encoders under autocast): about
+    2× faster where the hardware has bf16 (AVX512-BF16/AMX CPUs, recent GPUs; much slower elsewhere), output
+    within about one grey level.
 
     ``model`` is a DAVS (left unchanged: fine-tuning works on a copy) or a model file (:func:`load_model_file`).
     """
