@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from davs_model.face import FaceLandmarker, detect_every_frame, track_landmarks
+from davs_model.face import FaceLandmarker
 from davs_model.io.media import iter_video_frames
+from davs_model.tracking import detect_every_frame, track_landmarks
 
 
 def main() -> None:

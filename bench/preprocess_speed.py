@@ -1,9 +1,10 @@
 """Preprocessing speed: our pipeline vs a naive per-frame pipeline, on the same clips, in one process.
 
-- naive: per frame, HOG detection (same upsample) + 68 landmarks + ``align_face`` (the parity warp) +
+- naive: per frame, HOG detection (same upsample) + 68 landmarks (dlib's own predictor) + ``align_face`` (the
+  parity warp) +
   ``cv2.imwrite`` of one JPEG file (q 95) into a temporary folder; per clip, the audio, the MFCC and one ``.bin``
   file per window (the original folder layout; the same work as ours, so the ratio compares like with like);
-- ours: ``process_clip`` + ``ShardWriter``, as ``build_shard`` does;
+- ours: ``process_clips`` + ``ShardWriter``, as ``build_shard`` does (``--landmark-batch`` clips side by side);
 - floor: decode + the pipeline's warp + JPEG encoding only (ours' transforms, nothing else).
 
 Threads are pinned to 1 (OpenCV, torch); PyAV's decoder threads are counted by measuring CPU time. The figure is
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import cProfile
+import dataclasses
 import pstats
 import shutil
 import statistics
@@ -35,11 +37,12 @@ import numpy as np
 from davs_model.align import align_face
 from davs_model.audio import mfcc_bins
 from davs_model.config import PreprocessConfig, SourceConfig
-from davs_model.face import FaceLandmarker, anchors_from_68, track_landmarks
+from davs_model.face import FaceLandmarker, anchors_from_68
 from davs_model.io.media import iter_video_frames, read_audio
 from davs_model.io.shards import ShardWriter
-from davs_model.preprocess.pipeline import process_clip
+from davs_model.preprocess.pipeline import process_clips
 from davs_model.preprocess.sources import Clip, discover_lrw
+from davs_model.tracking import track_landmarks
 
 
 def naive_clip(path: str, landmarker: FaceLandmarker, out: Path, cfg: PreprocessConfig, trim_end: int) -> list:
@@ -66,10 +69,9 @@ def ours(clips: list[Clip], src: SourceConfig, cfg: PreprocessConfig, landmarker
     transforms = []
     fmt, q = cfg.image_format, cfg.jpeg_quality
     with ShardWriter(out_h5, split="train", shard=0, image_format=fmt, jpeg_quality=q) as w:
-        for clip in clips:
-            record, qc = process_clip(clip, src, cfg, landmarker)
+        for record, qc in process_clips(clips, {c.source: src for c in clips}, cfg, landmarker):
             if record is None:
-                raise SystemExit(f"{clip.path}: rejected ({qc.reason} {qc.message})")
+                raise SystemExit(f"{qc.clip.path}: rejected ({qc.reason} {qc.message})")
             w.add(record)
             transforms.append(record.transforms)
     return transforms
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=12, help="clips per run (spread over all words)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--keyframe-interval", type=int, default=None, help="default: the config's (12)")
+    parser.add_argument("--landmark-batch", type=int, default=None, help="default: the config's (16)")
     parser.add_argument("--profile", action="store_true", help="cProfile one run of ours, print the top 25")
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -128,7 +131,9 @@ def main() -> None:
         pass
     cfg = PreprocessConfig()
     if args.keyframe_interval:
-        cfg = PreprocessConfig(keyframe_interval=args.keyframe_interval)
+        cfg = dataclasses.replace(cfg, keyframe_interval=args.keyframe_interval)
+    if args.landmark_batch:
+        cfg = dataclasses.replace(cfg, landmark_batch=args.landmark_batch)
     src = SourceConfig(kind="demo")
     found = discover_lrw("demo", args.root)
     if not found:
@@ -136,6 +141,7 @@ def main() -> None:
     step = max(len(found) // args.clips, 1)
     clips = found[::step][: args.clips]
     landmarker = FaceLandmarker(upsample=cfg.detector_upsample)
+    dlib_landmarker = FaceLandmarker(upsample=cfg.detector_upsample, engine="dlib")  # what a naive script calls
     tmp = Path(tempfile.mkdtemp(prefix="davs-bench-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     per_frame: list[list] = []
@@ -144,7 +150,7 @@ def main() -> None:
 
     def run_naive() -> None:
         per_frame[:] = [
-            naive_clip(c.path, landmarker, tmp / "naive" / str(i), cfg, src.effective_trim_end)
+            naive_clip(c.path, dlib_landmarker, tmp / "naive" / str(i), cfg, src.effective_trim_end)
             for i, c in enumerate(clips)
         ]
 
@@ -160,6 +166,7 @@ def main() -> None:
     med = {k: (statistics.median(c for c, _ in v), statistics.median(w for _, w in v)) for k, v in runs.items()}
     diffs = landmark_difference(clips, per_frame, cfg, landmarker)
     print(f"clips {len(clips)}, frames {n_frames}, key-frame interval {cfg.keyframe_interval}, "
+          f"landmark batch {cfg.landmark_batch}, "
           f"median of {args.repeats} interleaved runs, warp: {pipeline_warp().__name__}")  # fmt: skip
     for k, (cpu, wall) in med.items():
         print(f"{k:6s} {n_frames / cpu:7.1f} frames per CPU-second ({1e3 * cpu / n_frames:.2f} ms/frame), "

@@ -80,6 +80,7 @@ class PreprocessConfig:
     detector_upsample: int = 0
     keyframe_interval: int = 12
     tracking_iou: float = 0.5
+    landmark_batch: int = 16
     duplicate_eyes: bool = True
     smoothing_sigma_frames: float = 0.0
     min_detection_rate: float = 0.8

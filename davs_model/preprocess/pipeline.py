@@ -1,20 +1,19 @@
 """One clip → aligned frames + MFCC windows + a QC row; one shard → an HDF5 file + a QC table.
 
 A bad clip never stops a shard: it gets a QC row with its reason and the shard goes on. Nothing is deleted.
-Memory does not grow with the video's length (frames are never all held): pass 1 decodes the clip frame by frame
-and tracks the landmarks; the transforms, the audio and its MFCC follow (every check that can reject the clip);
-pass 2, inside ``ShardWriter.add``, decodes the clip again and warps and JPEG-encodes it frame by frame.
+Memory does not grow with the video's length: pass 1 decodes the clip frame by frame and tracks the landmarks;
+the transforms, the audio and its MFCC follow (every check that can reject the clip); pass 2, inside
+``ShardWriter.add``, warps and JPEG-encodes the frames one by one (those pass 1 kept of a short clip, else the
+clip decoded again; ``passes.py``). ``preprocess.landmark_batch`` clips run pass 1 side by side, so that the
+68-point model gets their faces in one batch (``tracking.track_many``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import itertools
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 from davs_model.audio import mfcc_bins
 from davs_model.config import PreprocessConfig, SourceConfig
 from davs_model.io.media import MediaError, iter_video_frames, probe, read_audio
+from davs_model.preprocess.passes import AlignedFrames, ClipRejected, Recorded, frames_off_the_heap
 from davs_model.preprocess.qc import QC_COLUMNS, QCRow, write_qc  # noqa: F401  (QC_COLUMNS, write_qc: re-exported)
 from davs_model.preprocess.sources import Clip
 
@@ -31,14 +31,6 @@ log = logging.getLogger(__name__)
 # and MFCC windows of a clip are held: ~0.4 MB per second of video (bench/preprocess_memory.py). A clip is one
 # spoken utterance; 30 min is far beyond any dataset's clips and keeps a shard job well inside its mem_mb=4000.
 MAX_CLIP_SECONDS = 1800.0
-
-
-class ClipRejected(Exception):
-    """A clip that cannot be used; ``reason`` is a short code, the message says why and what to do."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 def _select_bins(bins: np.ndarray, n_frames: int, lrw_protocol: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -85,46 +77,6 @@ def _check_input(clip: Clip, info, cfg: PreprocessConfig) -> list[str]:
     return notes
 
 
-class AlignedFrames:
-    """Pass 2: the clip decoded again and warped frame by frame (a sized iterable: ``ShardWriter.add`` streams it).
-
-    Decoding is deterministic, so pass 2 yields the frames pass 1 tracked; a different count means the file changed
-    in between (``ClipRejected`` "changed_file").
-    """
-
-    def __init__(self, path: Path, fps: float, transforms: np.ndarray):
-        self.path, self.fps, self.transforms = path, fps, transforms
-
-    def __len__(self) -> int:
-        return len(self.transforms)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        from davs_model.align import warp_aligned_fast
-
-        n = 0
-        for n, frame in enumerate(iter_video_frames(self.path, fps=self.fps), 1):
-            if n > len(self):
-                break
-            yield warp_aligned_fast(frame, self.transforms[n - 1])
-        if n != len(self):
-            raise ClipRejected(
-                "changed_file",
-                f"{self.path}: {f'more than {len(self)}' if n > len(self) else n} frames on the second decode, "
-                f"{len(self)} on the first: the file changed while it was processed. Fix: re-run",
-            )
-
-
-def _frames_off_the_heap() -> None:
-    """glibc: allocations of >= 128 KiB (each decoded frame) get their own mmap, returned to the OS when freed.
-
-    glibc raises that threshold to the largest block freed so far, and then frames come from the heap, which
-    fragments: pass 1's peak RSS grew by 0 to 120 MB per minute of video, at random (bench/preprocess_memory.py).
-    A fixed threshold keeps it flat. Without glibc's ``mallopt`` this does nothing.
-    """
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD
-
-
 def _rejected(qc: QCRow, err: Exception) -> None:
     """Fill ``qc`` for a clip that failed: ClipRejected/MediaError are rejections, anything else an error (logged
     with its traceback; call from the ``except`` block)."""
@@ -155,103 +107,135 @@ def _voxceleb_boxes(clip: Clip, frames: Iterator[np.ndarray], seconds: float, fp
     return boxes, itertools.chain([first], frames)
 
 
-def process_clip(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, landmarker) -> tuple[object | None, QCRow]:
-    """Preprocess one clip up to pass 2. Returns (ClipRecord or None, QC row); never raises for a bad clip.
+def _pass1(clip: Clip, cfg: PreprocessConfig, landmarker, qc: QCRow):
+    """Open and check a clip: (path, probe info, kept frames, its tracking generator). Raises for a bad clip."""
+    from davs_model.tracking import tracking
 
-    The record's ``frames_bgr`` is an :class:`AlignedFrames` stream: the frames are decoded and warped when the
-    shard writer consumes it (``build_shard`` turns a failure there into the clip's QC row too).
-    """
+    path = Path(clip.path)
+    if not path.exists():
+        raise ClipRejected("missing_file", f"{path} does not exist. Fix: correct the path")
+    info = probe(path)
+    qc.input_fps = info.fps
+    qc.notes = _check_input(clip, info, cfg)
+    frames, boxes = iter_video_frames(path, fps=cfg.fps), None
+    if clip.boxes_path:
+        boxes, frames = _voxceleb_boxes(clip, frames, _duration_s(info), cfg.fps)
+    kept = Recorded(frames)
+    steps = tracking(kept, landmarker, cfg.keyframe_interval, boxes=boxes, iou_threshold=cfg.tracking_iou)
+    return path, info, kept, steps
+
+
+def _finish(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, qc: QCRow, path: Path, info, kept, track):
+    """Everything after pass 1: the checks on the landmarks, the transforms, the audio and MFCC → a ClipRecord."""
     from davs_model.align import anchor_transform, interpolate_missing, jitter_scores, smooth_transforms
-    from davs_model.face import anchors_from_68, track_landmarks
+    from davs_model.face import anchors_from_68
     from davs_model.io.shards import ClipRecord
 
-    _frames_off_the_heap()
-    qc = QCRow(clip=clip)
-    start = time.perf_counter()
-    try:
-        path = Path(clip.path)
-        if not path.exists():
-            raise ClipRejected("missing_file", f"{path} does not exist. Fix: correct the path")
-        info = probe(path)
-        qc.input_fps = info.fps
-        qc.notes = _check_input(clip, info, cfg)
-        frames, boxes = iter_video_frames(path, fps=cfg.fps), None
-        if clip.boxes_path:
-            boxes, frames = _voxceleb_boxes(clip, frames, _duration_s(info), cfg.fps)
-        # pass 1: frames are decoded, tracked and dropped one at a time
-        track = track_landmarks(
-            frames,
-            landmarker,
-            keyframe_interval=cfg.keyframe_interval,
-            iou_threshold=cfg.tracking_iou,
-            boxes=boxes,
+    qc.frames = n_frames = track.n_frames
+    if n_frames < cfg.min_frames:
+        msg = f"{n_frames} frames at {cfg.fps:g} fps, need ≥ {cfg.min_frames} (preprocess.min_frames)"
+        raise ClipRejected("too_few_frames", f"{msg}. Fix: use a longer clip or remove it from the source")
+    qc.detector_calls, qc.faces = track.detector_calls, track.max_faces
+    if track.max_faces > 1:
+        qc.notes.append(f"{track.max_faces} faces in a frame: tracked the largest")
+    valid = np.asarray(track.detected, bool)
+    qc.detection_rate = float(valid.mean())
+    if not valid.any():
+        need = "an upright, roughly frontal face of ≥ ~80 px (≥ ~40 px with preprocess.detector_upsample: 1)"
+        raise ClipRejected("no_face", f"no face in any of {len(valid)} frames; dlib's detector needs {need}")
+    if qc.detection_rate < cfg.min_detection_rate:
+        raise ClipRejected(
+            "low_detection_rate",
+            f"a face in {qc.detection_rate:.0%} of frames, below "
+            f"preprocess.min_detection_rate={cfg.min_detection_rate}",
         )
-        qc.frames = n_frames = track.n_frames
-        if n_frames < cfg.min_frames:
-            msg = f"{n_frames} frames at {cfg.fps:g} fps, need ≥ {cfg.min_frames} (preprocess.min_frames)"
-            raise ClipRejected("too_few_frames", f"{msg}. Fix: use a longer clip or remove it from the source")
-        qc.detector_calls, qc.faces = track.detector_calls, track.max_faces
-        if track.max_faces > 1:
-            qc.notes.append(f"{track.max_faces} faces in a frame: tracked the largest")
-        valid = np.asarray(track.detected, bool)
-        qc.detection_rate = float(valid.mean())
-        if not valid.any():
-            need = "an upright, roughly frontal face of ≥ ~80 px (≥ ~40 px with preprocess.detector_upsample: 1)"
-            raise ClipRejected("no_face", f"no face in any of {len(valid)} frames; dlib's detector needs {need}")
-        if qc.detection_rate < cfg.min_detection_rate:
-            raise ClipRejected(
-                "low_detection_rate",
-                f"a face in {qc.detection_rate:.0%} of frames, below "
-                f"preprocess.min_detection_rate={cfg.min_detection_rate}",
-            )
-        transforms = np.full((n_frames, 2, 3), np.nan)
-        for t in np.flatnonzero(valid):
-            anchors = anchors_from_68(track.landmarks[t])
-            transforms[t] = anchor_transform(anchors, duplicate_eyes=cfg.duplicate_eyes)
-        del track
-        transforms = interpolate_missing(transforms, valid)
-        transforms = smooth_transforms(transforms, cfg.smoothing_sigma_frames)
-        jitter = jitter_scores(transforms)
-        qc.jitter_scale, qc.jitter_shift_px = jitter["jitter_scale"], jitter["jitter_shift_px"]
+    transforms = np.full((n_frames, 2, 3), np.nan)
+    for t in np.flatnonzero(valid):
+        transforms[t] = anchor_transform(anchors_from_68(track.landmarks[t]), duplicate_eyes=cfg.duplicate_eyes)
+    transforms = interpolate_missing(transforms, valid)
+    transforms = smooth_transforms(transforms, cfg.smoothing_sigma_frames)
+    jitter = jitter_scores(transforms)
+    qc.jitter_scale, qc.jitter_shift_px = jitter["jitter_scale"], jitter["jitter_shift_px"]
 
-        # the audio checks come before pass 2: a clip rejected here never reaches the shard writer
-        max_duration = n_frames / cfg.fps if src.effective_trim_to_video else None
-        audio = read_audio(path, sample_rate=cfg.sample_rate_hz, max_duration_s=max_duration)
-        gap = n_frames / cfg.fps - len(audio) / cfg.sample_rate_hz
-        if gap > 1 / cfg.fps:
-            qc.notes.append(f"audio ends {gap:.2f} s before the video: the last frames have no MFCC window")
-        bins = mfcc_bins(audio, cfg.sample_rate_hz, trim_end=src.effective_trim_end)
-        if not np.isfinite(bins).all():
-            raise ClipRejected("silent_audio", "MFCC is not finite (digital silence: log of a zero filter energy)")
-        bins, numbers = _select_bins(bins, n_frames, src.kind in ("lrw", "demo"))
-        qc.n_bins = len(bins)
-        record = ClipRecord(
-            clip_id=clip.clip_id,
-            source=clip.source,
-            split=clip.split,
-            label=clip.label,
-            word=clip.word,
-            speaker=clip.speaker,
-            frames_bgr=AlignedFrames(path, cfg.fps, transforms),  # pass 2, run by the shard writer
-            mfcc=bins,
-            bin_numbers=numbers,
-            frame_index=numbers.copy(),
-            transforms=transforms,
-            detected=valid,
-            input_fps=float(info.fps),
-            extra={
-                "detection_rate": qc.detection_rate,
-                "jitter_scale": qc.jitter_scale,
-                "jitter_shift_px": qc.jitter_shift_px,
-                "smoothing_sigma_frames": float(cfg.smoothing_sigma_frames),
-            },
-        )
-        return record, qc
-    except Exception as err:  # one bad video never stops the run: record it and go on
-        _rejected(qc, err)
-    finally:
-        qc.seconds = time.perf_counter() - start
-    return None, qc
+    # the audio checks come before pass 2: a clip rejected here never reaches the shard writer
+    max_duration = n_frames / cfg.fps if src.effective_trim_to_video else None
+    audio = read_audio(path, sample_rate=cfg.sample_rate_hz, max_duration_s=max_duration)
+    gap = n_frames / cfg.fps - len(audio) / cfg.sample_rate_hz
+    if gap > 1 / cfg.fps:
+        qc.notes.append(f"audio ends {gap:.2f} s before the video: the last frames have no MFCC window")
+    bins = mfcc_bins(audio, cfg.sample_rate_hz, trim_end=src.effective_trim_end)
+    if not np.isfinite(bins).all():
+        raise ClipRejected("silent_audio", "MFCC is not finite (digital silence: log of a zero filter energy)")
+    bins, numbers = _select_bins(bins, n_frames, src.kind in ("lrw", "demo"))
+    qc.n_bins = len(bins)
+    return ClipRecord(
+        clip_id=clip.clip_id,
+        source=clip.source,
+        split=clip.split,
+        label=clip.label,
+        word=clip.word,
+        speaker=clip.speaker,
+        frames_bgr=AlignedFrames(path, cfg.fps, transforms, kept.frames),  # pass 2, run by the shard writer
+        mfcc=bins,
+        bin_numbers=numbers,
+        frame_index=numbers.copy(),
+        transforms=transforms,
+        detected=valid,
+        input_fps=float(info.fps),
+        extra={
+            "detection_rate": qc.detection_rate,
+            "jitter_scale": qc.jitter_scale,
+            "jitter_shift_px": qc.jitter_shift_px,
+            "smoothing_sigma_frames": float(cfg.smoothing_sigma_frames),
+        },
+    )
+
+
+def process_clips(
+    clips: list[Clip], sources: dict[str, SourceConfig], cfg: PreprocessConfig, landmarker
+) -> Iterator[tuple[object | None, QCRow]]:
+    """(ClipRecord or None, QC row) per clip, in order; never raises for a bad clip.
+
+    Groups of ``cfg.landmark_batch`` clips run pass 1 side by side (``tracking.track_many``); the landmarks are the
+    same for any group size. A record's ``frames_bgr`` is an :class:`AlignedFrames`: pass 2 runs when the shard
+    writer consumes it (``build_shard`` turns a failure there into the clip's QC row too). A clip's ``seconds`` is
+    its own work plus an equal share of its group's side-by-side tracking.
+    """
+    from davs_model.tracking import track_many
+
+    frames_off_the_heap()
+    for at in range(0, len(clips), cfg.landmark_batch):
+        group = clips[at : at + cfg.landmark_batch]
+        rows = [QCRow(clip=clip) for clip in group]
+        opened: dict[int, tuple] = {}
+        for i, (clip, qc) in enumerate(zip(group, rows, strict=True)):
+            start = time.perf_counter()
+            try:
+                opened[i] = _pass1(clip, cfg, landmarker, qc)
+            except Exception as err:  # one bad video never stops the run: record it and go on
+                _rejected(qc, err)
+            qc.seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        tracks = dict(zip(opened, track_many([o[3] for o in opened.values()], landmarker), strict=True))
+        share = (time.perf_counter() - start) / max(len(opened), 1)
+        for i, (clip, qc) in enumerate(zip(group, rows, strict=True)):
+            record, start = None, time.perf_counter()
+            if i in opened:
+                path, info, kept, _ = opened.pop(i)
+                try:
+                    if isinstance(tracks[i], Exception):
+                        raise tracks[i]
+                    record = _finish(clip, sources[clip.source], cfg, qc, path, info, kept, tracks.pop(i))
+                except Exception as err:  # noqa: BLE001  (one bad video never stops the run)
+                    _rejected(qc, err)
+                qc.seconds += share
+            qc.seconds += time.perf_counter() - start
+            yield record, qc
+
+
+def process_clip(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, landmarker) -> tuple[object | None, QCRow]:
+    """Preprocess one clip up to pass 2 (:func:`process_clips` of one clip)."""
+    return next(process_clips([clip], {clip.source: src}, cfg, landmarker))
 
 
 def build_shard(
@@ -281,9 +265,9 @@ def build_shard(
         image_format=cfg.image_format,
         jpeg_quality=cfg.jpeg_quality,
     ) as writer:
-        bar = tqdm(clips, desc=f"{split}/{shard:03d}", unit="clip", disable=not progress)
-        for clip in bar:
-            record, qc = process_clip(clip, sources[clip.source], cfg, landmarker)
+        bar = tqdm(process_clips(clips, sources, cfg, landmarker), desc=f"{split}/{shard:03d}", unit="clip",
+                   total=len(clips), disable=not progress)  # fmt: skip
+        for record, qc in bar:
             if record is not None:
                 start = time.perf_counter()
                 try:
@@ -293,7 +277,7 @@ def build_shard(
                 finally:
                     qc.seconds += time.perf_counter() - start
             if qc.status != "ok":
-                log.warning("%s: %s %s", clip.clip_id, qc.reason, qc.message)
+                log.warning("%s: %s %s", qc.clip.clip_id, qc.reason, qc.message)
             rows.append(qc)
             bar.set_postfix(ok=sum(r.status == "ok" for r in rows), bad=sum(r.status != "ok" for r in rows))
     write_qc(rows, out_qc)

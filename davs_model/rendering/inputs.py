@@ -23,10 +23,11 @@ import torch.nn.functional as F
 
 from davs_model import audio as mfcc
 from davs_model.align import align_face, anchor_transform, interpolate_missing, warp_aligned
-from davs_model.face import FaceLandmarker, anchors_from_68, track_landmarks
+from davs_model.face import FaceLandmarker, anchors_from_68
 from davs_model.io.media import MediaError, iter_video_frames, read_audio
 from davs_model.rendering.config import DEMO
 from davs_model.rendering.pasteback import cap_size
+from davs_model.tracking import track_landmarks
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 import skimage.data
 
-from davs_model.face import (
-    FaceLandmarker,
-    anchors_from_68,
-    detect_every_frame,
-    predictor_path,
-    track_landmarks,
-)
+from davs_model.face import FaceLandmarker, anchors_from_68, predictor_path
+from davs_model.tracking import detect_every_frame, track_landmarks
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FACES = SHARED / "fixtures" / "faces"

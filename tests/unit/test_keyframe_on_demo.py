@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from davs_model.demo.dataset import DemoConfig, make_demo_clip
-from davs_model.face import FaceLandmarker, detect_every_frame, track_landmarks
+from davs_model.face import FaceLandmarker
 from davs_model.io.media import iter_video_frames
+from davs_model.tracking import detect_every_frame, track_landmarks
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The two-pass streaming preprocessing (pipeline.process_clip + ShardWriter.add): same shard content as holding
-every frame, and a clip that fails in pass 2 leaves nothing in the shard."""
+every frame, whether pass 2 warps the frames pass 1 kept or decodes the clip again, and a clip that fails in pass 2
+leaves nothing in the shard."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from davs_model.config import PreprocessConfig, SourceConfig
 from davs_model.face import FaceLandmarker
 from davs_model.io.media import iter_video_frames
 from davs_model.io.shards import ShardReader, ShardWriter
-from davs_model.preprocess import pipeline
+from davs_model.preprocess import passes, pipeline
 from davs_model.preprocess.sources import Clip
 from tests.bad_inputs import _clip, talking_frames
 
@@ -52,15 +53,19 @@ def _content(path: Path) -> dict:
     return out
 
 
-@pytest.mark.parametrize("image_format", ["jpeg", "raw"])
-def test_streamed_shard_equals_the_shard_of_held_frames(tmp_path, videos, image_format):
-    """pass 2 (decode again, warp, encode frame by frame) = warping every decoded frame at once, as before."""
+@pytest.mark.parametrize(("image_format", "kept"), [("jpeg", True), ("jpeg", False), ("raw", False)])
+def test_streamed_shard_equals_the_shard_of_held_frames(tmp_path, videos, image_format, kept, monkeypatch):
+    """pass 2 (warp and encode frame by frame the frames pass 1 kept, or the clip decoded again) = warping every
+    decoded frame at once, as before."""
+    if not kept:
+        monkeypatch.setattr(passes, "CACHE_BYTES", 0)
     cfg, landmarker = PreprocessConfig(image_format=image_format), FaceLandmarker()
     streamed, held = tmp_path / "streamed.h5", tmp_path / "held.h5"
     records = [pipeline.process_clip(c, SRC["x"], cfg, landmarker)[0] for c in _clips(videos)]
     with ShardWriter(streamed, "train", 0, image_format=image_format) as w:
         for r in records:
             assert isinstance(r.frames_bgr, pipeline.AlignedFrames)
+            assert (r.frames_bgr.frames is not None) == kept
             w.add(r)
     with ShardWriter(held, "train", 0, image_format=image_format) as w:
         for r, path in zip(records, videos, strict=True):
@@ -76,15 +81,16 @@ def test_a_clip_that_fails_in_pass_2_leaves_nothing(tmp_path, videos, monkeypatc
     paths = [tmp_path / p.name for p in videos]
     for src, dst in zip(videos, paths, strict=True):
         dst.write_bytes(src.read_bytes())
-    real = pipeline.process_clip
+    real = pipeline.process_clips
 
-    def then_truncate(clip, *args):
-        record, qc = real(clip, *args)
-        if clip.clip_id == "x/a":
-            _clip(clip.path, talking_frames(20, seed=1))  # pass 2 decodes 20 frames, pass 1 tracked 30
-        return record, qc
+    def then_truncate(*args):
+        for record, qc in real(*args):
+            if qc.clip.clip_id == "x/a":
+                _clip(qc.clip.path, talking_frames(20, seed=1))  # pass 2 decodes 20 frames, pass 1 tracked 30
+            yield record, qc
 
-    monkeypatch.setattr(pipeline, "process_clip", then_truncate)
+    monkeypatch.setattr(passes, "CACHE_BYTES", 0)  # a long clip: pass 2 decodes it again
+    monkeypatch.setattr(pipeline, "process_clips", then_truncate)
     cfg = PreprocessConfig()
     rows = pipeline.build_shard(_clips(paths), SRC, cfg, "train", 0, tmp_path / "0.h5", tmp_path / "0.tsv", False)
     assert [(r.status, r.reason) for r in rows] == [("rejected", "changed_file"), ("ok", "")]
@@ -142,3 +148,32 @@ def test_a_clip_over_30_min_is_rejected_before_decoding_with_the_fix():
     assert err.value.reason == "too_long"
     Info.duration_s = 25 * 60.0  # 25 min of any frame size: fine
     assert pipeline._check_input(clip, Info, PreprocessConfig()) == []
+
+
+def test_clips_side_by_side_give_the_same_shard_and_qc(tmp_path, videos):
+    """``landmark_batch`` 1 or 4, with bad clips among good ones: the same shard content and QC rows, in order."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "junk.mp4").write_bytes(b"not a video" * 100)
+    _clip(bad / "grey.mp4", [np.full((256, 256, 3), 127, np.uint8)] * 30)  # decodes, but has no face
+    paths = [videos[0], bad / "junk.mp4", videos[1], bad / "missing.mp4", bad / "grey.mp4", videos[0]]
+    clips = _clips(paths)
+    clips[-1] = Clip("x/a_again", str(videos[0]), "x", "folder", "train")
+    shards, tables = [], []
+    for batch in (1, 4):
+        cfg = PreprocessConfig(landmark_batch=batch)
+        out = tmp_path / f"b{batch}"
+        rows = pipeline.build_shard(clips, SRC, cfg, "train", 0, out / "0.h5", out / "0.tsv", False)
+        shards.append(_content(out / "0.h5"))
+        tables.append([(r.clip.clip_id, r.status, r.reason, r.frames, r.detector_calls, r.notes) for r in rows])
+    assert shards[0] == shards[1]
+    assert tables[0] == tables[1]
+    assert [(c, s, r) for c, s, r, *_ in tables[0]] == [
+        ("x/a", "ok", ""),
+        ("x/a_again", "ok", ""),
+        ("x/b", "ok", ""),
+        ("x/grey", "rejected", "no_face"),
+        ("x/junk", "rejected", tables[0][4][2]),
+        ("x/missing", "rejected", "missing_file"),
+    ]
+    assert tables[0][4][2] != ""  # the junk file's reason comes from the media layer (e.g. unreadable)

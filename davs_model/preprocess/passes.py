@@ -1,0 +1,92 @@
+"""The two passes over a clip's frames: pass 1 tracks the landmarks, pass 2 warps and encodes.
+
+Pass 1 keeps the decoded frames of a short clip (up to ``CACHE_BYTES``, e.g. an LRW clip: 29 × 196 kB), and pass 2
+warps those; a longer clip is decoded again in pass 2, so memory stays flat in the video's length.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
+from pathlib import Path
+
+import numpy as np
+
+from davs_model.io.media import iter_video_frames
+
+CACHE_BYTES = 32 * 2**20  # a clip's decoded frames kept for pass 2 (per clip; ``landmark_batch`` clips at once)
+
+
+class ClipRejected(Exception):
+    """A clip that cannot be used; ``reason`` is a short code, the message says why and what to do."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Recorded:
+    """Pass 1's frames, passed through; the first ``CACHE_BYTES`` of them are kept (else ``frames`` is None)."""
+
+    def __init__(self, frames: Iterable[np.ndarray], limit: int | None = None):
+        self._source, self._limit = frames, CACHE_BYTES if limit is None else limit
+        self.frames: list[np.ndarray] | None = []
+        self._bytes = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for frame in self._source:
+            if self.frames is not None:
+                self._bytes += frame.nbytes
+                if self._bytes <= self._limit:
+                    self.frames.append(frame)
+                else:
+                    self.frames = None  # too long to keep: pass 2 decodes again
+            yield frame
+
+
+class AlignedFrames:
+    """Pass 2: the clip's frames warped one by one (a sized iterable: ``ShardWriter.add`` streams it).
+
+    The frames pass 1 kept, or else the clip decoded again: decoding is deterministic, so that yields the frames
+    pass 1 tracked, and a different count means the file changed in between (``ClipRejected`` "changed_file").
+    """
+
+    def __init__(self, path: Path, fps: float, transforms: np.ndarray, frames: list[np.ndarray] | None = None):
+        self.path, self.fps, self.transforms, self.frames = path, fps, transforms, frames
+        if frames is not None and len(frames) != len(transforms):
+            raise ValueError(f"{len(frames)} kept frames for {len(transforms)} transforms")
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from davs_model.align import warp_aligned_fast
+
+        if self.frames is not None:
+            for frame, m in zip(self.frames, self.transforms, strict=True):
+                yield warp_aligned_fast(frame, m)
+            return
+        n = 0
+        for n, frame in enumerate(iter_video_frames(self.path, fps=self.fps), 1):
+            if n > len(self):
+                break
+            yield warp_aligned_fast(frame, self.transforms[n - 1])
+        if n != len(self):
+            raise ClipRejected(
+                "changed_file",
+                f"{self.path}: {f'more than {len(self)}' if n > len(self) else n} frames on the second decode, "
+                f"{len(self)} on the first: the file changed while it was processed. Fix: re-run",
+            )
+
+
+def frames_off_the_heap() -> None:
+    """glibc: allocations of >= 128 KiB (each decoded frame) get their own mmap, returned to the OS when freed.
+
+    glibc raises that threshold to the largest block freed so far, and then frames come from the heap, which
+    fragments: pass 1's peak RSS grew by 0 to 120 MB per minute of video, at random (bench/preprocess_memory.py).
+    A fixed threshold keeps it flat. Without glibc's ``mallopt`` this does nothing.
+    """
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD

@@ -1,0 +1,258 @@
+"""Key-frame landmark tracking: detect on key frames and on tracking loss, predict in between.
+
+Detection is the expensive step (~5 ms for a 256² frame at upsample 0, ~20 ms for 512²; the 68-point
+model ~0.5 ms), so :func:`track_landmarks` detects only on key frames and on tracking loss, and in between
+runs the shape model on the last detector box moved with the landmarks. The tracker is a generator that asks
+for one set of landmarks at a time, so :func:`track_many` can run several clips in lockstep and give the
+shape model their faces in one batch (each model tree is then read from memory once for the batch instead of
+once per face).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass
+
+import cv2
+import dlib
+import numpy as np
+
+from davs_model.face import N_LANDMARKS, FaceLandmarker, box_of, check_bgr
+
+PATCH_SIZE = 32  # side of the grey patch used by the tracker's appearance check
+
+# A request for landmarks: (BGR frame, box (l, t, r, b) inclusive); the tracker is sent back (68, 2) points.
+Request = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class TrackResult:
+    """Per-frame landmarks of one clip.
+
+    Attributes:
+        landmarks: (T, 68, 2) float; NaN where no face was found.
+        detected: (T,) bool; True where ``landmarks`` is valid.
+        detector_calls: detector calls spent on this clip.
+        n_frames: T.
+        max_faces: most faces the detector found in one frame (the largest is tracked); 0 with ``boxes``.
+    """
+
+    landmarks: np.ndarray
+    detected: np.ndarray
+    detector_calls: int
+    n_frames: int
+    max_faces: int = 0
+
+
+def _rect(box: np.ndarray) -> np.ndarray:
+    """[left, top, right, bottom) float box → (l, t, r, b) ints with inclusive right/bottom, as dlib.rectangle."""
+    left, top, right, bottom = (int(round(v)) for v in box)
+    return np.array([left, top, right - 1, bottom - 1], np.int64)
+
+
+def _box_of(rect: dlib.rectangle) -> np.ndarray:
+    return np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], float)
+
+
+def _bbox(pts: np.ndarray) -> np.ndarray:
+    return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+
+
+def _area(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = _area(np.concatenate([np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])]))
+    union = _area(a) + _area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _patch(image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """Zero-mean, unit-norm grey PATCH_SIZE² patch of ``box``; None if empty or flat."""
+    h, w = image_bgr.shape[:2]
+    x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
+    x1, y1 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    grey = cv2.cvtColor(image_bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+    p = cv2.resize(grey, (PATCH_SIZE, PATCH_SIZE), interpolation=cv2.INTER_AREA).astype(float)
+    p -= p.mean()
+    norm = np.linalg.norm(p)
+    return p / norm if norm > 1e-6 * p.size else None
+
+
+@dataclass
+class _Track:
+    """Tracker state since the last detection."""
+
+    det_box: np.ndarray  # detector box at the detection frame, [l, t, r, b)
+    det_centroid: np.ndarray  # landmark centroid at the detection frame
+    det_bbox: np.ndarray  # landmark bounding box at the detection frame
+    det_patch: np.ndarray  # appearance of the face at the detection frame
+    centroid: np.ndarray  # landmark centroid in the latest frame
+
+
+def _start_track(image_bgr: np.ndarray, rect: dlib.rectangle, pts: np.ndarray) -> _Track | None:
+    patch = _patch(image_bgr, _bbox(pts))
+    if patch is None:
+        return None
+    c = pts.mean(axis=0)
+    return _Track(_box_of(rect), c, _bbox(pts), patch, c)
+
+
+def _followed(
+    image_bgr: np.ndarray,
+    pts: np.ndarray,
+    track: _Track,
+    shift: np.ndarray,
+    iou_threshold: float,
+    ncc_threshold: float,
+) -> np.ndarray | None:
+    """``pts`` predicted in the carried box if they still hold the tracked face; None on tracking loss."""
+    bbox = _bbox(pts)
+    h, w = image_bgr.shape[:2]
+    inside = _area(np.concatenate([np.maximum(bbox[:2], 0), np.minimum(bbox[2:], [w, h])]))
+    if inside < 0.5 * _area(bbox):  # the face left the frame
+        return None
+    # the landmarks no longer fit the carried box
+    if _iou(bbox, track.det_bbox + shift) < iou_threshold:
+        return None
+    # not the same face (a cut, a blank frame)
+    patch = _patch(image_bgr, bbox)
+    if patch is None or float(np.sum(patch * track.det_patch)) < ncc_threshold:
+        return None
+    return pts
+
+
+def tracking(
+    frames: Iterable[np.ndarray],
+    landmarker: FaceLandmarker,
+    keyframe_interval: int = 12,
+    boxes: np.ndarray | None = None,
+    iou_threshold: float = 0.5,
+    ncc_threshold: float = 0.5,
+) -> Generator[Request, np.ndarray, TrackResult]:
+    """:func:`track_landmarks` as a generator: it yields each (frame, box) whose landmarks it needs, is sent them,
+    and returns the :class:`TrackResult` (``StopIteration.value``). Detection runs inside it."""
+    if keyframe_interval < 1:
+        raise ValueError(f"keyframe_interval must be >= 1, got {keyframe_interval}")
+    if boxes is not None:
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"boxes must have shape (T, 4) as (x, y, w, h), got {boxes.shape}")
+    calls = 0  # this clip's own (the landmarker's counter also counts the clips tracked beside it)
+    landmarks: list[np.ndarray] = []
+    detected: list[bool] = []
+    track: _Track | None = None
+    max_faces = 0
+    for t, frame in enumerate(frames):
+        check_bgr(frame)
+        pts: np.ndarray | None = None
+        if boxes is not None:
+            if t >= len(boxes):
+                raise ValueError(f"boxes has {len(boxes)} rows but the clip has more frames")
+            x, y, w, h = boxes[t]
+            if np.all(np.isfinite(boxes[t])) and w > 0 and h > 0:
+                pts = yield frame, _rect(np.array([x, y, x + w, y + h]))
+        else:
+            if track is not None and t % keyframe_interval != 0:
+                shift = np.tile(track.centroid - track.det_centroid, 2)
+                pts = yield frame, _rect(track.det_box + shift)
+                pts = _followed(frame, pts, track, shift, iou_threshold, ncc_threshold)
+            if pts is None:
+                track = None
+                rects = landmarker.detect(frame)
+                calls += 1
+                max_faces = max(max_faces, len(rects))
+                if rects:
+                    pts = yield frame, box_of(rects[0])
+                    track = _start_track(frame, rects[0], pts)
+            elif track is not None:
+                track.centroid = pts.mean(axis=0)
+        landmarks.append(pts if pts is not None else np.full((N_LANDMARKS, 2), np.nan))
+        detected.append(pts is not None)
+    n = len(landmarks)
+    return TrackResult(
+        landmarks=np.array(landmarks).reshape(n, N_LANDMARKS, 2),
+        detected=np.array(detected, dtype=bool),
+        detector_calls=calls,
+        n_frames=n,
+        max_faces=max_faces,
+    )
+
+
+def track_landmarks(
+    frames: Iterable[np.ndarray],
+    landmarker: FaceLandmarker,
+    keyframe_interval: int = 12,
+    boxes: np.ndarray | None = None,
+    iou_threshold: float = 0.5,
+    ncc_threshold: float = 0.5,
+) -> TrackResult:
+    """68 landmarks per frame, detecting only on key frames and on tracking loss.
+
+    Frames t with ``t % keyframe_interval == 0`` run the detector (largest face). In between, the
+    predictor runs on the last detector box shifted by the landmark-centroid motion since that
+    detection; the box keeps the detector's size, so the predictor sees the same normalisation as
+    with per-frame detection. A tracked frame counts as lost, and the detector runs on it, when
+    less than half of the landmarks' bounding box lies inside the frame; when that box has IoU
+    < ``iou_threshold`` with the detection frame's landmark box moved by the same shift (the
+    predictor output drifted out of the carried box or changed size; landmark box against landmark
+    box, so the pose-dependent offset between detector and landmark boxes does not count); or when
+    its grey appearance has normalised cross-correlation < ``ncc_threshold`` with the face at the
+    detection frame (a cut or a blank frame, where the predictor still returns a face-shaped
+    guess). Without a track (no face so far, or lost) the detector runs on every frame until it
+    finds a face.
+
+    Args:
+        frames: BGR uint8 frames; consumed once, never stored.
+        landmarker: the detector/predictor; its ``detector_calls`` is increased.
+        keyframe_interval: detect every this many frames (1 = every frame).
+        boxes: optional (T, 4) per-frame face boxes (x, y, w, h) in pixels, e.g. VoxCeleb
+            metadata; they replace detection entirely (zero detector calls). NaN rows mark frames
+            without a face.
+        iou_threshold: tracking-loss threshold on the landmark-box IoU.
+        ncc_threshold: tracking-loss threshold on the appearance correlation (−1..1).
+    """
+    steps = tracking(frames, landmarker, keyframe_interval, boxes, iou_threshold, ncc_threshold)
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(landmarker.landmarks(*request))
+    except StopIteration as done:
+        return done.value
+
+
+def track_many(trackers: list[Generator[Request, np.ndarray, TrackResult]], landmarker: FaceLandmarker) -> list:
+    """Run several :func:`tracking` generators in lockstep, their landmark requests in one batch per step.
+
+    Returns, in order, each one's :class:`TrackResult`, or the exception it raised (one bad clip does not stop the
+    others).
+    """
+    results: list = [None] * len(trackers)
+    pending: dict[int, Request] = {}
+    for i, steps in enumerate(trackers):
+        _advance(steps, i, None, pending, results)
+    while pending:
+        order = list(pending)
+        points = landmarker.landmarks_many([pending[i][0] for i in order], [pending[i][1] for i in order])
+        for i, pts in zip(order, points, strict=True):
+            _advance(trackers[i], i, pts, pending, results)
+    return results
+
+
+def _advance(steps, i: int, pts: np.ndarray | None, pending: dict, results: list) -> None:
+    try:
+        pending[i] = next(steps) if pts is None else steps.send(pts)
+    except StopIteration as done:
+        pending.pop(i, None)
+        results[i] = done.value
+    except Exception as err:  # noqa: BLE001  (the caller turns it into the clip's QC row)
+        pending.pop(i, None)
+        results[i] = err
+
+
+def detect_every_frame(frames: Iterable[np.ndarray], landmarker: FaceLandmarker) -> TrackResult:
+    """Reference path: detector + predictor on every frame (largest face)."""
+    return track_landmarks(frames, landmarker, keyframe_interval=1)
