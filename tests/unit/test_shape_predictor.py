@@ -94,6 +94,9 @@ def test_bad_input_is_refused(ours, astronaut_bgr, tmp_path: Path) -> None:
     bad.write_bytes(b"\x01\x02" + bytes(100))
     with pytest.raises(ValueError, match="not_a_model.dat"):
         load_shape_model(bad)
+    (tmp_path / "empty.dat").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.dat: empty file"):
+        load_shape_model(tmp_path / "empty.dat")
     truncated = tmp_path / "truncated.dat"
     truncated.write_bytes(predictor_path().read_bytes()[:5_000_000])
     with pytest.raises(ValueError, match="truncated.dat"):
