@@ -133,8 +133,35 @@ def tracking(
     iou_threshold: float = 0.5,
     ncc_threshold: float = 0.5,
 ) -> Generator[Request, np.ndarray, TrackResult]:
-    """:func:`track_landmarks` as a generator: it yields each (frame, box) whose landmarks it needs, is sent them,
-    and returns the :class:`TrackResult` (``StopIteration.value``). Detection runs inside it."""
+    """68 landmarks per frame, detecting only on key frames and on tracking loss.
+
+    Frames t with ``t % keyframe_interval == 0`` run the detector (largest face). In between, the
+    predictor runs on the last detector box shifted by the landmark-centroid motion since that
+    detection; the box keeps the detector's size, so the predictor sees the same normalisation as
+    with per-frame detection. A tracked frame counts as lost, and the detector runs on it, when
+    less than half of the landmarks' bounding box lies inside the frame; when that box has IoU
+    < ``iou_threshold`` with the detection frame's landmark box moved by the same shift (the
+    predictor output drifted out of the carried box or changed size; landmark box against landmark
+    box, so the pose-dependent offset between detector and landmark boxes does not count); or when
+    its grey appearance has normalised cross-correlation < ``ncc_threshold`` with the face at the
+    detection frame (a cut or a blank frame, where the predictor still returns a face-shaped
+    guess). Without a track (no face so far, or lost) the detector runs on every frame until it
+    finds a face.
+
+    A generator: it yields each (frame, box) whose landmarks it needs, is sent them (68, 2), and
+    returns the :class:`TrackResult` (``StopIteration.value``); detection runs inside it.
+    :func:`track_landmarks` drives one, :func:`track_many` several in lockstep.
+
+    Args:
+        frames: BGR uint8 frames; consumed once, never stored.
+        landmarker: the detector/predictor; its ``detector_calls`` is increased.
+        keyframe_interval: detect every this many frames (1 = every frame).
+        boxes: optional (T, 4) per-frame face boxes (x, y, w, h) in pixels, e.g. VoxCeleb
+            metadata; they replace detection entirely (zero detector calls). NaN rows mark frames
+            without a face.
+        iou_threshold: tracking-loss threshold on the landmark-box IoU.
+        ncc_threshold: tracking-loss threshold on the appearance correlation (−1..1).
+    """
     if keyframe_interval < 1:
         raise ValueError(f"keyframe_interval must be >= 1, got {keyframe_interval}")
     if boxes is not None:
@@ -182,40 +209,9 @@ def tracking(
     )
 
 
-def track_landmarks(
-    frames: Iterable[np.ndarray],
-    landmarker: FaceLandmarker,
-    keyframe_interval: int = 12,
-    boxes: np.ndarray | None = None,
-    iou_threshold: float = 0.5,
-    ncc_threshold: float = 0.5,
-) -> TrackResult:
-    """68 landmarks per frame, detecting only on key frames and on tracking loss.
-
-    Frames t with ``t % keyframe_interval == 0`` run the detector (largest face). In between, the
-    predictor runs on the last detector box shifted by the landmark-centroid motion since that
-    detection; the box keeps the detector's size, so the predictor sees the same normalisation as
-    with per-frame detection. A tracked frame counts as lost, and the detector runs on it, when
-    less than half of the landmarks' bounding box lies inside the frame; when that box has IoU
-    < ``iou_threshold`` with the detection frame's landmark box moved by the same shift (the
-    predictor output drifted out of the carried box or changed size; landmark box against landmark
-    box, so the pose-dependent offset between detector and landmark boxes does not count); or when
-    its grey appearance has normalised cross-correlation < ``ncc_threshold`` with the face at the
-    detection frame (a cut or a blank frame, where the predictor still returns a face-shaped
-    guess). Without a track (no face so far, or lost) the detector runs on every frame until it
-    finds a face.
-
-    Args:
-        frames: BGR uint8 frames; consumed once, never stored.
-        landmarker: the detector/predictor; its ``detector_calls`` is increased.
-        keyframe_interval: detect every this many frames (1 = every frame).
-        boxes: optional (T, 4) per-frame face boxes (x, y, w, h) in pixels, e.g. VoxCeleb
-            metadata; they replace detection entirely (zero detector calls). NaN rows mark frames
-            without a face.
-        iou_threshold: tracking-loss threshold on the landmark-box IoU.
-        ncc_threshold: tracking-loss threshold on the appearance correlation (−1..1).
-    """
-    steps = tracking(frames, landmarker, keyframe_interval, boxes, iou_threshold, ncc_threshold)
+def track_landmarks(frames: Iterable[np.ndarray], landmarker: FaceLandmarker, **options) -> TrackResult:
+    """68 landmarks per frame of one clip: :func:`tracking` (same options), one face at a time."""
+    steps = tracking(frames, landmarker, **options)
     try:
         request = next(steps)
         while True:

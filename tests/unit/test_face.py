@@ -11,7 +11,7 @@ import pytest
 import skimage.data
 
 from davs_model.face import FaceLandmarker, anchors_from_68, predictor_path
-from davs_model.tracking import detect_every_frame, track_landmarks
+from davs_model.tracking import detect_every_frame, track_landmarks, track_many, tracking
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 FACES = SHARED / "fixtures" / "faces"
@@ -164,3 +164,32 @@ def test_boxes_replace_detection(landmarker: FaceLandmarker, astronaut_bgr) -> N
 def test_bad_keyframe_interval(landmarker: FaceLandmarker) -> None:
     with pytest.raises(ValueError):
         track_landmarks([], landmarker, keyframe_interval=0)
+
+
+def test_clips_in_lockstep_equal_clips_one_by_one(landmarker: FaceLandmarker, astronaut_bgr) -> None:
+    """track_many: the same landmarks, detector calls and faces as track_landmarks per clip; a clip that fails
+    part-way gives its exception and the others go on."""
+
+    def broken(n: int):
+        yield from moving_clip(astronaut_bgr, n=n)
+        raise RuntimeError("decoder died")
+
+    clips = [
+        lambda: moving_clip(astronaut_bgr, n=30),
+        lambda: moving_clip(astronaut_bgr, n=48, jump_at=17),
+        lambda: broken(7),
+        lambda: moving_clip(astronaut_bgr, n=20, grey_at=5),
+    ]
+    together = track_many([tracking(make(), landmarker, keyframe_interval=12) for make in clips], landmarker)
+    for k, (make, got) in enumerate(zip(clips, together, strict=True)):
+        if k == 2:
+            assert isinstance(got, RuntimeError) and "decoder died" in str(got)
+            continue
+        alone = track_landmarks(make(), landmarker, keyframe_interval=12)
+        np.testing.assert_array_equal(got.landmarks, alone.landmarks)
+        np.testing.assert_array_equal(got.detected, alone.detected)
+        assert (got.detector_calls, got.max_faces, got.n_frames) == (
+            alone.detector_calls,
+            alone.max_faces,
+            alone.n_frames,
+        )
