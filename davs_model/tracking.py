@@ -211,13 +211,10 @@ def tracking(
 
 def track_landmarks(frames: Iterable[np.ndarray], landmarker: FaceLandmarker, **options) -> TrackResult:
     """68 landmarks per frame of one clip: :func:`tracking` (same options), one face at a time."""
-    steps = tracking(frames, landmarker, **options)
-    try:
-        request = next(steps)
-        while True:
-            request = steps.send(landmarker.landmarks(*request))
-    except StopIteration as done:
-        return done.value
+    (result,) = track_many([tracking(frames, landmarker, **options)], landmarker)
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def track_many(trackers: list[Generator[Request, np.ndarray, TrackResult]], landmarker: FaceLandmarker) -> list:
@@ -240,7 +237,7 @@ def track_many(trackers: list[Generator[Request, np.ndarray, TrackResult]], land
 
 def _advance(steps, i: int, pts: np.ndarray | None, pending: dict, results: list) -> None:
     try:
-        pending[i] = next(steps) if pts is None else steps.send(pts)
+        pending[i] = steps.send(pts)  # send(None) starts a generator, as next() does
     except StopIteration as done:
         pending.pop(i, None)
         results[i] = done.value
