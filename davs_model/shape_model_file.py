@@ -142,8 +142,9 @@ def _read(r: _Reader, path: Path) -> ShapeModel:
     if cols != -1 or rows >= 0:
         raise ValueError(f"{path}: not a dlib shape_predictor file (initial shape header {rows}, {cols})")
     initial = r.floats(-rows, "initial shape")
-    n_cascades = r.peek("cascade count")
-    r.ints(1, "cascade count")
+    n_cascades = int(r.ints(1, "cascade count")[0])
+    if n_cascades < 1:
+        raise ValueError(f"{path}: not a dlib shape_predictor file (no cascades)")
     n_trees = r.peek("tree count")
     n_splits = None
     idx = thresh = leaves = None
@@ -152,7 +153,7 @@ def _read(r: _Reader, path: Path) -> ShapeModel:
             raise ValueError(f"{path}: cascades of different sizes are not supported")
         if n_splits is None:
             n_splits = r.peek("split count")
-            idx = np.empty((n_cascades, n_trees, n_splits, 2), np.int64)
+            idx = np.empty((n_cascades, n_trees, n_splits, 2), np.int32)
             thresh = np.empty((n_cascades, n_trees, n_splits), np.float32)
             leaves = np.empty((n_cascades, n_trees, n_splits + 1, len(initial)), np.float32)
         pos = _forests(r.buf, r.pos, n_trees, n_splits, len(initial), idx[c], thresh[c], leaves[c])
@@ -163,7 +164,8 @@ def _read(r: _Reader, path: Path) -> ShapeModel:
     anchors, deltas = [], []
     for _ in range(n_cascades):
         anchors.append(r.ints(int(r.ints(1, "feature count")[0]), "anchors"))
-    r.ints(1, "delta count")
+    if r.ints(1, "delta count")[0] != n_cascades:
+        raise ValueError(f"{path}: {n_cascades} cascades but a different number of feature offset sets")
     for a in anchors:
         if r.ints(1, "delta count")[0] != len(a):
             raise ValueError(f"{path}: feature offsets do not match the anchors")
@@ -172,7 +174,7 @@ def _read(r: _Reader, path: Path) -> ShapeModel:
         raise ValueError(f"{path}: {len(r.buf) - r.pos} unexpected bytes after the model")
     return ShapeModel(
         initial_shape=initial,
-        split_idx=idx.astype(np.int32),
+        split_idx=idx,
         split_thresh=thresh,
         leaves=leaves,
         anchor_idx=np.stack(anchors).astype(np.int32),
