@@ -5,9 +5,11 @@
   ``cv2.imwrite`` of one JPEG file (q 95) into a temporary folder; per clip, the audio, the MFCC and one ``.bin``
   file per window (the original folder layout; the same work as ours, so the ratio compares like with like);
 - ours: ``process_clips`` + ``ShardWriter``, as ``build_shard`` does (``--landmark-batch`` clips side by side);
-- floor: decode + the pipeline's warp + JPEG encoding only (ours' transforms, nothing else).
+- floor: decode + the pipeline's warp + JPEG encoding only (ours' transforms, nothing else, done as ours does it).
 
-Threads are pinned to 1 (OpenCV, torch); PyAV's decoder threads are counted by measuring CPU time. The figure is
+The process is set up as a shard job's (``one_core_process``: BLAS pools at 1 thread, ``gc.freeze``, large blocks
+mapped) for all three paths; OpenCV and torch are pinned to 1 thread. The naive path decodes with FFmpeg's default
+threads, ours and the floor in the calling thread; CPU time counts every thread. The figure is
 frames per CPU-second of the process (frames/s per core); wall-clock figures are printed beside it. The paths run
 interleaved, ``--repeats`` times, and the ratio is that of the medians. Also printed: the mean landmark difference
 of ours (key-frame tracking) against the per-frame path, in pixels of the input frames.
@@ -34,12 +36,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from davs_model.align import align_face
+from davs_model.align import align_face, warp_aligned_fast, warp_band
 from davs_model.audio import mfcc_bins
 from davs_model.config import PreprocessConfig, SourceConfig
 from davs_model.face import FaceLandmarker, anchors_from_68
 from davs_model.io.media import iter_video_frames, read_audio
 from davs_model.io.shards import ShardWriter
+from davs_model.preprocess.passes import one_core_process
 from davs_model.preprocess.pipeline import process_clips
 from davs_model.preprocess.sources import Clip, discover_lrw
 from davs_model.tracking import track_landmarks
@@ -78,18 +81,15 @@ def ours(clips: list[Clip], src: SourceConfig, cfg: PreprocessConfig, landmarker
 
 
 def floor(clips: list[Clip], transforms: list, cfg: PreprocessConfig) -> None:
-    """Decode + warp + JPEG encode, with the transforms ours computed."""
-    params, warp = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality], pipeline_warp()
+    """Decode + warp + JPEG encode, with the transforms ours computed, done as ours does them."""
+    params, band, out = (
+        [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality],
+        warp_band(),
+        np.empty((260, 260, 3), np.uint8),
+    )
     for clip, ms in zip(clips, transforms, strict=True):
-        for frame, m in zip(iter_video_frames(clip.path, fps=cfg.fps), ms, strict=True):
-            cv2.imencode(".jpg", warp(frame, m), params)
-
-
-def pipeline_warp() -> Callable:
-    """The warp ``process_clip`` uses (``warp_aligned``, or its fast path when there is one)."""
-    import davs_model.align as align
-
-    return getattr(align, "warp_aligned_fast", align.warp_aligned)
+        for frame, m in zip(iter_video_frames(clip.path, fps=cfg.fps, threads=1), ms, strict=True):
+            cv2.imencode(".jpg", warp_aligned_fast(frame, m, out=out, band=band), params)
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--landmark-batch", type=int, default=None, help="default: the config's (16)")
     parser.add_argument("--profile", action="store_true", help="cProfile one run of ours, print the top 25")
     args = parser.parse_args()
+    one_core_process()  # as a shard job (workflow/scripts/build_shard.py); naive and floor run under it too
     cv2.setNumThreads(1)
     try:
         import torch
@@ -167,7 +168,7 @@ def main() -> None:
     diffs = landmark_difference(clips, per_frame, cfg, landmarker)
     print(f"clips {len(clips)}, frames {n_frames}, key-frame interval {cfg.keyframe_interval}, "
           f"landmark batch {cfg.landmark_batch}, "
-          f"median of {args.repeats} interleaved runs, warp: {pipeline_warp().__name__}")  # fmt: skip
+          f"median of {args.repeats} interleaved runs")  # fmt: skip
     for k, (cpu, wall) in med.items():
         print(f"{k:6s} {n_frames / cpu:7.1f} frames per CPU-second ({1e3 * cpu / n_frames:.2f} ms/frame), "
               f"wall {n_frames / wall:7.1f} frames/s")  # fmt: skip

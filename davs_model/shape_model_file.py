@@ -153,6 +153,8 @@ def _read(r: _Reader, path: Path) -> ShapeModel:
             raise ValueError(f"{path}: cascades of different sizes are not supported")
         if n_splits is None:
             n_splits = r.peek("split count")
+            if n_splits < 1 or (n_splits + 1) & n_splits:  # dlib's trees are complete: 2^depth − 1 splits
+                raise ValueError(f"{path}: trees with {n_splits} splits are not complete binary trees")
             idx = np.empty((n_cascades, n_trees, n_splits, 2), np.int32)
             thresh = np.empty((n_cascades, n_trees, n_splits), np.float32)
             leaves = np.empty((n_cascades, n_trees, n_splits + 1, len(initial)), np.float32)
@@ -172,11 +174,22 @@ def _read(r: _Reader, path: Path) -> ShapeModel:
         deltas.append(r.floats(2 * len(a), "deltas").reshape(-1, 2))
     if r.pos != len(r.buf):
         raise ValueError(f"{path}: {len(r.buf) - r.pos} unexpected bytes after the model")
+    if len({len(a) for a in anchors}) != 1:
+        raise ValueError(f"{path}: cascades with different feature counts are not supported")
+    anchor_idx = np.stack(anchors)
+    # the compiled evaluation does not check indices: an out-of-range one in a damaged file must stop here
+    if (
+        idx.min() < 0
+        or idx.max() >= anchor_idx.shape[1]
+        or anchor_idx.min() < 0
+        or anchor_idx.max() >= len(initial) // 2
+    ):
+        raise ValueError(f"{path}: feature or landmark indices out of range (a damaged file?)")
     return ShapeModel(
         initial_shape=initial,
         split_idx=idx,
         split_thresh=thresh,
         leaves=leaves,
-        anchor_idx=np.stack(anchors).astype(np.int32),
+        anchor_idx=anchor_idx.astype(np.int32),
         deltas=np.stack(deltas),
     )

@@ -12,6 +12,7 @@ step (float32 shapes, Umeyama similarity transform in float64, the (r+g+b)//3 gr
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numba
@@ -87,30 +88,35 @@ def _predict(pixels, offsets, sizes, boxes, initial, split_idx, split_thresh, le
 
     pixels: the B BGR images, raveled and concatenated (image b at offsets[b], sizes[b] = (h, w)); boxes (B, 4):
     l, t, r, b with r and b inclusive, as dlib.rectangle; out (B, P, 2) gets dlib's integer points. Per face this
-    is ``dlib::shape_predictor::operator()``.
+    is ``dlib::shape_predictor::operator()``. Per cascade, all leaves are found first (they depend only on the
+    cascade's feature pixels), then added tree by tree, in dlib's order: the leaf reads are then independent
+    loads the processor can overlap.
     """
-    n, n_splits = boxes.shape[0], split_thresh.shape[2]
-    shapes = np.empty((n, initial.shape[0]), np.float32)
+    n, n_trees, n_leaves, n_coords = boxes.shape[0], leaves.shape[1], leaves.shape[2], initial.shape[0]
+    n_splits, depth = split_thresh.shape[2], 0
+    while (1 << depth) < n_leaves:
+        depth += 1
+    shapes = np.empty((n, n_coords), np.float32)
     for b in range(n):
         shapes[b] = initial
-    feats = np.empty((n, anchor_idx.shape[1]), np.float32)
-    leaf_of = np.empty(n, np.int64)
+    feats = np.empty(anchor_idx.shape[1], np.float32)
+    leaf_of = np.empty((n_trees, n), np.int64)  # row of ``flat``
+    flat = leaves.reshape(-1, n_coords)
     for cascade in range(leaves.shape[0]):
+        idx, thresh = split_idx[cascade], split_thresh[cascade]
         for b in range(n):
             _features(pixels, offsets[b], sizes[b, 0], sizes[b, 1], boxes[b], initial, shapes[b],
-                      anchor_idx[cascade], deltas[cascade], feats[b])  # fmt: skip
-        for t in range(leaves.shape[1]):
-            idx, thresh = split_idx[cascade, t], split_thresh[cascade, t]
-            for b in range(n):
+                      anchor_idx[cascade], deltas[cascade], feats)  # fmt: skip
+            for t in range(n_trees):
                 node = 0
-                while node < n_splits:  # a full tree: left child 2i+1 when f[idx1] - f[idx2] > thresh
-                    right = not (feats[b, idx[node, 0]] - feats[b, idx[node, 1]] > thresh[node])
+                for _ in range(depth):  # a full tree: left child 2i+1 when f[idx1] - f[idx2] > thresh
+                    right = not (feats[idx[t, node, 0]] - feats[idx[t, node, 1]] > thresh[t, node])
                     node = 2 * node + 1 + np.int64(right)
-                leaf_of[b] = node - n_splits
+                leaf_of[t, b] = (cascade * n_trees + t) * n_leaves + node - n_splits
+        for t in range(n_trees):
             for b in range(n):
-                leaf = leaves[cascade, t, leaf_of[b]]
-                shape = shapes[b]
-                for j in range(shape.shape[0]):
+                leaf, shape = flat[leaf_of[t, b]], shapes[b]
+                for j in range(n_coords):
                     shape[j] += leaf[j]
     for b in range(n):
         left, top = np.float64(boxes[b, 0]), np.float64(boxes[b, 1])
@@ -125,6 +131,10 @@ class ShapePredictor:
 
     def __init__(self, path: str | Path):
         self.model = load_shape_model(path)
+        # A batch's frames are copied into one kept buffer: a fresh one per batch (MBs) cost more in page faults
+        # than the kernel spends on the batch. The lock guards it where threads share this (cached) predictor.
+        self._pixels = np.empty(0, np.uint8)
+        self._lock = threading.Lock()
 
     def predict(self, frames: list[np.ndarray], boxes: np.ndarray) -> np.ndarray:
         """(B, P, 2) landmarks of the face in ``boxes[b]`` (l, t, r, b inclusive) of BGR uint8 ``frames[b]``."""
@@ -134,13 +144,24 @@ class ShapePredictor:
         for f in frames:
             if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
                 raise ValueError(f"frames must be H×W×3 uint8 BGR, got {f.dtype} {f.shape}")
-        sizes = np.array([f.shape[:2] for f in frames], np.int64).reshape(-1, 2)
-        offsets = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1] * 3)[:-1]]).astype(np.int64)
-        pixels = frames[0].reshape(-1) if len(frames) == 1 else np.concatenate([f.reshape(-1) for f in frames])
         out = np.empty((len(frames), self.model.n_parts, 2), np.float64)
+        if not frames:
+            return out
+        sizes = np.array([f.shape[:2] for f in frames], np.int64).reshape(-1, 2)
+        ends = np.cumsum(sizes[:, 0] * sizes[:, 1] * 3)
+        offsets = np.concatenate([[0], ends[:-1]]).astype(np.int64)
         m = self.model
-        _predict(np.ascontiguousarray(pixels), offsets, sizes, boxes, m.initial_shape, m.split_idx, m.split_thresh,
-                 m.leaves, m.anchor_idx, m.deltas, out)  # fmt: skip
+        with self._lock:
+            if len(frames) == 1:
+                pixels = np.ascontiguousarray(frames[0]).reshape(-1)
+            else:
+                if len(self._pixels) < ends[-1]:
+                    self._pixels = np.empty(int(ends[-1] * 1.25), np.uint8)
+                pixels = self._pixels
+                for f, start, end in zip(frames, offsets, ends, strict=True):
+                    pixels[start:end].reshape(f.shape)[...] = f
+            _predict(pixels, offsets, sizes, boxes, m.initial_shape, m.split_idx, m.split_thresh, m.leaves,
+                     m.anchor_idx, m.deltas, out)  # fmt: skip
         return out
 
     def __call__(self, frame: np.ndarray, box) -> np.ndarray:

@@ -186,7 +186,7 @@ def _as_fraction(x) -> Fraction:
     return f
 
 
-def iter_video_frames(path, fps: float = 25.0) -> Iterator[np.ndarray]:
+def iter_video_frames(path, fps: float = 25.0, threads: int = 0) -> Iterator[np.ndarray]:
     """Yield upright BGR uint8 frames resampled to a constant ``fps`` by presentation time.
 
     Times are relative to the first decoded frame. Output frame k (t = k/fps) shows the source
@@ -195,13 +195,17 @@ def iter_video_frames(path, fps: float = 25.0) -> Iterator[np.ndarray]:
     ``fps`` passes through 1:1. The number of output frames is round(span * fps) (at least 1),
     where span runs from the first frame to the end of the last one (like ffmpeg's fps filter,
     eof_action=round). All arithmetic is exact (fractions). Duplicated frames are copies.
-    Truncated files yield what decodes, then stop (with a warning).
+    Truncated files yield what decodes, then stop (with a warning). ``threads``: decoder threads, 0 = FFmpeg's
+    choice (one per core, plus one); 1 decodes in the calling thread, for a job given one core.
     """
     path = os.fspath(path)
     rate = _as_fraction(fps)
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
     with _open(path) as c:
         v = _best(c, "video", path)
         v.thread_type = "AUTO"
+        v.codec_context.thread_count = threads
         tb = v.time_base or Fraction(1, 90_000)
         avg = v.average_rate or v.guessed_rate
         nominal = 1 / Fraction(avg) if avg else 1 / rate

@@ -7,7 +7,7 @@ warps those; a longer clip is decoded again in pass 2, so memory stays flat in t
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import gc
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -51,10 +51,20 @@ class AlignedFrames:
 
     The frames pass 1 kept, or else the clip decoded again: decoding is deterministic, so that yields the frames
     pass 1 tracked, and a different count means the file changed in between (``ClipRejected`` "changed_file").
+    With ``reuse_output`` every frame is written into the same array (no fresh pages per frame): for a consumer
+    that is done with each frame before it draws the next, as ``ShardWriter.add``.
     """
 
-    def __init__(self, path: Path, fps: float, transforms: np.ndarray, frames: list[np.ndarray] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        fps: float,
+        transforms: np.ndarray,
+        frames: list[np.ndarray] | None = None,
+        reuse_output: bool = False,
+    ):
         self.path, self.fps, self.transforms, self.frames = path, fps, transforms, frames
+        self.reuse_output = reuse_output
         if frames is not None and len(frames) != len(transforms):
             raise ValueError(f"{len(frames)} kept frames for {len(transforms)} transforms")
 
@@ -62,17 +72,19 @@ class AlignedFrames:
         return len(self.transforms)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        from davs_model.align import warp_aligned_fast
+        from davs_model.align import OUTPUT_SIZE, warp_aligned_fast, warp_band
 
+        band = warp_band()
+        out = np.empty((OUTPUT_SIZE, OUTPUT_SIZE, 3), np.uint8) if self.reuse_output else None
         if self.frames is not None:
             for frame, m in zip(self.frames, self.transforms, strict=True):
-                yield warp_aligned_fast(frame, m)
+                yield warp_aligned_fast(frame, m, out=out, band=band)
             return
         n = 0
-        for n, frame in enumerate(iter_video_frames(self.path, fps=self.fps), 1):
+        for n, frame in enumerate(iter_video_frames(self.path, fps=self.fps, threads=1), 1):
             if n > len(self):
                 break
-            yield warp_aligned_fast(frame, self.transforms[n - 1])
+            yield warp_aligned_fast(frame, self.transforms[n - 1], out=out, band=band)
         if n != len(self):
             raise ClipRejected(
                 "changed_file",
@@ -81,12 +93,40 @@ class AlignedFrames:
             )
 
 
+def one_core_process() -> None:
+    """Set up this process for a preprocessing job on one core (``workflow/scripts/build_shard.py``: the rule has
+    ``threads: 1``).
+
+    - :func:`frames_off_the_heap`;
+    - BLAS thread pools limited to one thread (``threadpoolctl``): OpenBLAS' idle threads spin after each call
+      (numpy's and scipy's, ~1.5 % of a job's CPU time for nothing);
+    - the objects alive now (the imported modules) frozen out of the garbage collector's scans
+      (``gc.freeze``): the full collections that the job's allocations trigger otherwise walk them all (~3 %).
+
+    Decoding runs in the calling thread too (``iter_video_frames(threads=1)`` in ``pipeline`` and here). For the
+    job's process, not for a library caller's: it changes the whole process (once; later calls return at once).
+    """
+    global _SET_UP
+    if _SET_UP:
+        return
+    from threadpoolctl import threadpool_limits
+
+    frames_off_the_heap()
+    threadpool_limits(limits=1, user_api="blas")
+    gc.freeze()
+    _SET_UP = True
+
+
+_SET_UP = False
+
+
 def frames_off_the_heap() -> None:
     """glibc: allocations of >= 128 KiB (each decoded frame) get their own mmap, returned to the OS when freed.
 
     glibc raises that threshold to the largest block freed so far, and then frames come from the heap, which
     fragments: pass 1's peak RSS grew by 0 to 120 MB per minute of video, at random (bench/preprocess_memory.py).
-    A fixed threshold keeps it flat. Without glibc's ``mallopt`` this does nothing.
+    A fixed threshold keeps it flat. Without glibc's ``mallopt`` this does nothing. The price is fresh pages for
+    every large block: callers reuse their big buffers where they can (``align.warp_aligned_fast``'s ``out``).
     """
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD
+    with suppress(OSError, AttributeError):  # "libc.so.6": ctypes.util.find_library would spawn ldconfig each time
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD

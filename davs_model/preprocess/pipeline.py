@@ -21,7 +21,12 @@ import numpy as np
 from davs_model.audio import mfcc_bins
 from davs_model.config import PreprocessConfig, SourceConfig
 from davs_model.io.media import MediaError, iter_video_frames, probe, read_audio
-from davs_model.preprocess.passes import AlignedFrames, ClipRejected, Recorded, frames_off_the_heap
+from davs_model.preprocess.passes import (
+    AlignedFrames,
+    ClipRejected,
+    Recorded,
+    frames_off_the_heap,
+)
 from davs_model.preprocess.qc import QC_COLUMNS, QCRow, write_qc  # noqa: F401  (QC_COLUMNS, write_qc: re-exported)
 from davs_model.preprocess.sources import Clip
 
@@ -117,7 +122,7 @@ def _pass1(clip: Clip, cfg: PreprocessConfig, landmarker, qc: QCRow):
     info = probe(path)
     qc.input_fps = info.fps
     qc.notes = _check_input(clip, info, cfg)
-    frames, boxes = iter_video_frames(path, fps=cfg.fps), None
+    frames, boxes = iter_video_frames(path, fps=cfg.fps, threads=1), None  # a shard job has one core
     if clip.boxes_path:
         boxes, frames = _voxceleb_boxes(clip, frames, _duration_s(info), cfg.fps)
     kept = Recorded(frames)
@@ -175,7 +180,8 @@ def _finish(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, qc: QCRow, pat
         label=clip.label,
         word=clip.word,
         speaker=clip.speaker,
-        frames_bgr=AlignedFrames(path, cfg.fps, transforms, kept.frames),  # pass 2, run by the shard writer
+        # pass 2, run by the shard writer, which encodes each frame before it draws the next
+        frames_bgr=AlignedFrames(path, cfg.fps, transforms, kept.frames, reuse_output=True),
         mfcc=bins,
         bin_numbers=numbers,
         frame_index=numbers.copy(),

@@ -20,6 +20,7 @@ from davs_model.align import (
     smooth_transforms,
     warp_aligned,
     warp_aligned_fast,
+    warp_band,
 )
 
 # Spec §2.3: the template anchors in the saved 260×260 frame.
@@ -164,6 +165,23 @@ def test_fast_warp_rejects_bad_input() -> None:
         warp_aligned_fast(np.zeros((8, 8, 3), np.uint8), np.full((2, 3), np.nan))
     with pytest.raises(ValueError):
         warp_aligned_fast(np.zeros((8, 8), np.uint8), np.eye(2, 3))
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"out must be a C-contiguous \(260, 260, 3\) uint8"):
+        warp_aligned_fast(image, np.eye(2, 3), out=np.empty((256, 256, 3), np.uint8))
+    with pytest.raises(ValueError, match="band must be"):
+        warp_aligned_fast(image, np.eye(2, 3), band=np.empty((268, 312, 3), np.float32))
+
+
+def test_fast_warp_into_kept_buffers_equals_fresh_ones() -> None:
+    """Frames warped into the same ``out`` and ``band`` each time equal frames warped into new arrays."""
+    rng = np.random.default_rng(7)
+    out, band = np.empty((OUTPUT_SIZE, OUTPUT_SIZE, 3), np.uint8), warp_band()
+    for _ in range(5):
+        image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+        M = anchor_transform(random_source_anchors(rng) * 0.64)
+        got = warp_aligned_fast(image, M, out=out, band=band)
+        assert got is out
+        np.testing.assert_array_equal(got, warp_aligned_fast(image, M))
 
 
 # ---------------------------------------------------------------- temporal processing

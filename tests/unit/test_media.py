@@ -105,6 +105,16 @@ def test_25fps_passes_through_one_to_one(tmp_path):
     assert r > 200 and b < 40 and g < 40
 
 
+def test_decoding_in_the_calling_thread_gives_the_same_frames(tmp_path):
+    p = make_video(tmp_path / "a.mp4", n_frames=30, fps=30)
+    one = list(iter_video_frames(p, threads=1))
+    default = list(iter_video_frames(p))
+    assert len(one) == len(default) == 25
+    assert all(np.array_equal(a, b) for a, b in zip(one, default, strict=True))
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        next(iter_video_frames(p, threads=-1))
+
+
 @pytest.mark.parametrize("src_fps,n", [(30, 36), (30, 34), (60, 61), (15, 20), (50, 50)])
 def test_constant_rate_resampling_is_nearest_in_time(tmp_path, src_fps, n):
     p = make_video(tmp_path / "a.mp4", n_frames=n, fps=src_fps)

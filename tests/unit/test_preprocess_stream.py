@@ -5,6 +5,10 @@ leaves nothing in the shard."""
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -177,3 +181,38 @@ def test_clips_side_by_side_give_the_same_shard_and_qc(tmp_path, videos):
         ("x/missing", "rejected", "missing_file"),
     ]
     assert tables[0][4][2] != ""  # the junk file's reason comes from the media layer (e.g. unreadable)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_pass_2_into_one_array_equals_fresh_arrays(videos, kept) -> None:
+    """``reuse_output`` (what the pipeline gives the shard writer) writes every frame into one array; each frame,
+    read before the next is drawn, equals the frame warped into an array of its own."""
+    record = pipeline.process_clip(_clips(videos)[1], SRC["x"], PreprocessConfig(), FaceLandmarker())[0]
+    fresh = passes.AlignedFrames(record.frames_bgr.path, 25.0, record.transforms, record.frames_bgr.frames)
+    reused = passes.AlignedFrames(
+        record.frames_bgr.path, 25.0, record.transforms, record.frames_bgr.frames if kept else None, True
+    )
+    assert record.frames_bgr.reuse_output
+    arrays, n = set(), 0
+    for a, b in zip(fresh, reused, strict=True):
+        np.testing.assert_array_equal(a, b)
+        arrays.add(id(b))
+        n += 1
+    assert n == len(record.transforms) == 30 and len(arrays) == 1
+
+
+def test_one_core_process_sets_up_a_shard_job() -> None:
+    """One BLAS thread, the start-up objects frozen out of the collector; a second call changes nothing."""
+    code = (
+        "import gc, json, numpy\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from davs_model.preprocess.passes import one_core_process\n"
+        "one_core_process(); frozen = gc.get_freeze_count(); one_core_process()\n"
+        "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+        "print(json.dumps({'blas': blas, 'frozen': frozen, 'again': gc.get_freeze_count()}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    out = json.loads(done.stdout)
+    assert out["blas"] and set(out["blas"]) == {1}, out
+    assert out["frozen"] > 10_000 and out["again"] == out["frozen"], out

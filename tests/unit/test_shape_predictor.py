@@ -88,6 +88,7 @@ def test_bad_input_is_refused(ours, astronaut_bgr, tmp_path: Path) -> None:
         ours(astronaut_bgr.astype(np.float32), [0, 0, 100, 100])
     with pytest.raises(ValueError, match="uint8 BGR"):
         ours(astronaut_bgr[..., 0], [0, 0, 100, 100])
+    assert ours.predict([], np.zeros((0, 4))).shape == (0, 68, 2)
     with pytest.raises(ValueError, match="2 frames but 1 boxes"):
         ours.predict([astronaut_bgr, astronaut_bgr], np.array([[0, 0, 100, 100]]))
     bad = tmp_path / "not_a_model.dat"
