@@ -122,7 +122,6 @@ def main() -> None:
     parser.add_argument("--landmark-batch", type=int, default=None, help="default: the config's (16)")
     parser.add_argument("--profile", action="store_true", help="cProfile one run of ours, print the top 25")
     args = parser.parse_args()
-    one_core_process()  # as a shard job (workflow/scripts/build_shard.py); naive and floor run under it too
     cv2.setNumThreads(1)
     try:
         import torch
@@ -143,6 +142,7 @@ def main() -> None:
     clips = found[::step][: args.clips]
     landmarker = FaceLandmarker(upsample=cfg.detector_upsample)
     dlib_landmarker = FaceLandmarker(upsample=cfg.detector_upsample, engine="dlib")  # what a naive script calls
+    one_core_process()  # as build_shard(one_core=True) does once loaded; naive and floor run under it too
     tmp = Path(tempfile.mkdtemp(prefix="davs-bench-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     per_frame: list[list] = []

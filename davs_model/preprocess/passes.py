@@ -94,8 +94,9 @@ class AlignedFrames:
 
 
 def one_core_process() -> None:
-    """Set up this process for a preprocessing job on one core (``workflow/scripts/build_shard.py``: the rule has
-    ``threads: 1``).
+    """Set up this process for a preprocessing job on one core (``build_shard(one_core=True)``, as
+    ``workflow/scripts/build_shard.py`` calls it: the rule has ``threads: 1``). Call it once the job's modules and
+    models are loaded: libraries loaded later keep their thread pools, objects made later are scanned.
 
     - :func:`frames_off_the_heap`;
     - BLAS thread pools limited to one thread (``threadpoolctl``): OpenBLAS' idle threads spin after each call
@@ -109,7 +110,16 @@ def one_core_process() -> None:
     global _SET_UP
     if _SET_UP:
         return
+    import importlib
+
     from threadpoolctl import threadpool_limits
+
+    for module in (
+        "davs_model.align",
+        "davs_model.audio",
+        "davs_model.tracking",
+    ):  # the job's libraries, loaded now
+        importlib.import_module(module)
 
     frames_off_the_heap()
     threadpool_limits(limits=1, user_api="blas")

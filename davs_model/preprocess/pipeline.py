@@ -26,6 +26,7 @@ from davs_model.preprocess.passes import (
     ClipRejected,
     Recorded,
     frames_off_the_heap,
+    one_core_process,
 )
 from davs_model.preprocess.qc import QC_COLUMNS, QCRow, write_qc  # noqa: F401  (QC_COLUMNS, write_qc: re-exported)
 from davs_model.preprocess.sources import Clip
@@ -253,14 +254,22 @@ def build_shard(
     out_h5: str | Path,
     out_qc: str | Path,
     progress: bool = True,
+    one_core: bool = False,
 ) -> list[QCRow]:
-    """Preprocess ``clips`` into one HDF5 shard and its QC table."""
+    """Preprocess ``clips`` into one HDF5 shard and its QC table.
+
+    ``one_core``: set up the whole process as a one-core job (``passes.one_core_process``) once the modules and the
+    model are loaded, so that they are frozen out of the collector's scans and their BLAS pools limited; for the
+    job's own process (``workflow/scripts/build_shard.py``), not for a library caller's.
+    """
     from tqdm import tqdm
 
     from davs_model.face import FaceLandmarker
     from davs_model.io.shards import ShardWriter
 
     landmarker = FaceLandmarker(upsample=cfg.detector_upsample)
+    if one_core:
+        one_core_process()
     rows: list[QCRow] = []
     Path(out_h5).parent.mkdir(parents=True, exist_ok=True)
     clips = sorted(clips, key=lambda c: c.clip_id)
