@@ -159,6 +159,7 @@ def probe(path) -> MediaInfo:
             duration = v.frames / fps if (v.frames and fps) else 0.0
         n_frames = int(v.frames) if v.frames else int(round(duration * fps))
         first = None
+        v.codec_context.thread_count = 1  # one frame: no decoder threads to start
         try:
             first = next(c.decode(v), None)
         except _AV_ERRORS as e:
