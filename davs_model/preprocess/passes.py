@@ -100,7 +100,7 @@ def one_core_process() -> None:
 
     - :func:`frames_off_the_heap`;
     - BLAS thread pools limited to one thread (``threadpoolctl``): OpenBLAS' idle threads spin after each call
-      (numpy's and scipy's, ~1.5 % of a job's CPU time for nothing);
+      (numpy's, scipy's and OpenCV's: ~1.5 % of a job's CPU time for nothing);
     - the objects alive now (the imported modules) frozen out of the garbage collector's scans
       (``gc.freeze``): the full collections that the job's allocations trigger otherwise walk them all (~3 %).
 
