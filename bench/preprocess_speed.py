@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from davs_model.align import align_face, warp_aligned_fast, warp_band
+from davs_model.align import BAND_SHAPE, OUTPUT_SHAPE, align_face, warp_aligned_fast
 from davs_model.audio import mfcc_bins
 from davs_model.config import PreprocessConfig, SourceConfig
 from davs_model.face import FaceLandmarker, anchors_from_68
@@ -82,11 +82,8 @@ def ours(clips: list[Clip], src: SourceConfig, cfg: PreprocessConfig, landmarker
 
 def floor(clips: list[Clip], transforms: list, cfg: PreprocessConfig) -> None:
     """Decode + warp + JPEG encode, with the transforms ours computed, done as ours does them."""
-    params, band, out = (
-        [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality],
-        warp_band(),
-        np.empty((260, 260, 3), np.uint8),
-    )
+    params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]
+    band, out = np.empty(BAND_SHAPE, np.uint8), np.empty(OUTPUT_SHAPE, np.uint8)
     for clip, ms in zip(clips, transforms, strict=True):
         for frame, m in zip(iter_video_frames(clip.path, fps=cfg.fps, threads=1), ms, strict=True):
             cv2.imencode(".jpg", warp_aligned_fast(frame, m, out=out, band=band), params)

@@ -26,6 +26,8 @@ CROP_TOP, CROP_BOTTOM = 104, 372  # 218 − 134 + 20, + 268
 CROP_LEFT, CROP_RIGHT = 44, 312  # 178 − 134, + 268
 CROP_SIZE = 268
 OUTPUT_SIZE = 260
+OUTPUT_SHAPE = (OUTPUT_SIZE, OUTPUT_SIZE, 3)
+BAND_SHAPE = (CROP_SIZE, CROP_RIGHT, 3)  # the rows :func:`warp_aligned_fast` warps, before the crop and resize
 OUTPUT_SCALE = OUTPUT_SIZE / CROP_SIZE
 
 #: The LRW training protocol enters the eyes twice: source [L, R, L, R, M] vs this template.
@@ -138,9 +140,9 @@ def warp_aligned_fast(
     column (``adelta[x]``) but only on the row through ``M[1]·y + M[2]``, so the rows are moved into the matrix
     and the columns kept; the output equals the parity path's (tests/unit/test_align.py checks it).
 
-    ``out`` (260×260×3 uint8) and ``band`` (:func:`warp_band` scratch) are written in place when given: a caller
-    warping many frames passes the same ones each time, which saves ~110 fresh pages per frame (~0.3 ms of page
-    faults where large blocks are mapped per allocation, as ``preprocess.passes.frames_off_the_heap`` sets).
+    ``out`` (``OUTPUT_SHAPE`` uint8) and ``band`` (``BAND_SHAPE`` uint8 scratch) are written in place when given: a
+    caller warping many frames passes the same ones each time, which saves ~110 fresh pages per frame (~0.3 ms of
+    page faults where large blocks are mapped per allocation, as ``preprocess.passes.frames_off_the_heap`` sets).
     """
     _validate_image(image_bgr)
     M = _validate_matrix(M)
@@ -150,18 +152,13 @@ def warp_aligned_fast(
         image_bgr,
         inv,
         (CROP_RIGHT, CROP_SIZE),
-        dst=_checked_buffer(band, warp_band().shape, "band"),
+        dst=_checked_buffer(band, BAND_SHAPE, "band"),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=BORDER_VALUE,
     )
-    out = _checked_buffer(out, (OUTPUT_SIZE, OUTPUT_SIZE, 3), "out")
+    out = _checked_buffer(out, OUTPUT_SHAPE, "out")
     return cv2.resize(band[:, CROP_LEFT:], (OUTPUT_SIZE, OUTPUT_SIZE), dst=out)
-
-
-def warp_band() -> np.ndarray:
-    """Scratch buffer for :func:`warp_aligned_fast` (the warped rows before the crop and resize)."""
-    return np.empty((CROP_SIZE, CROP_RIGHT, 3), np.uint8)
 
 
 def _checked_buffer(buf: np.ndarray | None, shape: tuple, name: str) -> np.ndarray | None:

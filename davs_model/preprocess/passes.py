@@ -7,6 +7,7 @@ warps those; a longer clip is decoded again in pass 2, so memory stays flat in t
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
@@ -72,10 +73,10 @@ class AlignedFrames:
         return len(self.transforms)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        from davs_model.align import OUTPUT_SIZE, warp_aligned_fast, warp_band
+        from davs_model.align import BAND_SHAPE, OUTPUT_SHAPE, warp_aligned_fast
 
-        band = warp_band()
-        out = np.empty((OUTPUT_SIZE, OUTPUT_SIZE, 3), np.uint8) if self.reuse_output else None
+        band = np.empty(BAND_SHAPE, np.uint8)
+        out = np.empty(OUTPUT_SHAPE, np.uint8) if self.reuse_output else None
         if self.frames is not None:
             for frame, m in zip(self.frames, self.transforms, strict=True):
                 yield warp_aligned_fast(frame, m, out=out, band=band)
@@ -93,6 +94,7 @@ class AlignedFrames:
             )
 
 
+@functools.cache  # once per process
 def one_core_process() -> None:
     """Set up this process for a preprocessing job on one core (``build_shard(one_core=True)``, as
     ``workflow/scripts/build_shard.py`` calls it: the rule has ``threads: 1``). Call it once the job's modules and
@@ -107,27 +109,15 @@ def one_core_process() -> None:
     Decoding runs in the calling thread too (``iter_video_frames(threads=1)`` in ``pipeline`` and here). For the
     job's process, not for a library caller's: it changes the whole process (once; later calls return at once).
     """
-    global _SET_UP
-    if _SET_UP:
-        return
     import importlib
 
     from threadpoolctl import threadpool_limits
 
-    for module in (
-        "davs_model.align",
-        "davs_model.audio",
-        "davs_model.tracking",
-    ):  # the job's libraries, loaded now
+    for module in ("davs_model.align", "davs_model.audio", "davs_model.tracking"):  # the job's libraries, now
         importlib.import_module(module)
-
     frames_off_the_heap()
     threadpool_limits(limits=1, user_api="blas")
     gc.freeze()
-    _SET_UP = True
-
-
-_SET_UP = False
 
 
 def frames_off_the_heap() -> None:
