@@ -132,10 +132,12 @@ def _rotation_from(frame, stream) -> int:
     return snapped
 
 
-def _to_bgr(frame, rot_cw: int, path: str, reformatter: VideoReformatter | None = None) -> np.ndarray:
+def _to_bgr(
+    frame, rot_cw: int, path: str, reformatter: VideoReformatter | None = None, threads: int = 0
+) -> np.ndarray:
     try:
         if reformatter is not None:  # one swscale context per stream, not one per frame: ~2x less CPU
-            frame = reformatter.reformat(frame, format="bgr24")
+            frame = reformatter.reformat(frame, format="bgr24", threads=threads)
         img = frame.to_ndarray(format="bgr24")
     except (*_AV_ERRORS, ValueError) as e:
         raise MediaError("unreadable", path, f"cannot convert a frame to BGR: {e}") from e
@@ -196,8 +198,9 @@ def iter_video_frames(path, fps: float = 25.0, threads: int = 0) -> Iterator[np.
     ``fps`` passes through 1:1. The number of output frames is round(span * fps) (at least 1),
     where span runs from the first frame to the end of the last one (like ffmpeg's fps filter,
     eof_action=round). All arithmetic is exact (fractions). Duplicated frames are copies.
-    Truncated files yield what decodes, then stop (with a warning). ``threads``: decoder threads, 0 = FFmpeg's
-    choice (one per core, plus one); 1 decodes in the calling thread, for a job given one core.
+    Truncated files yield what decodes, then stop (with a warning). ``threads``: decoder and colour-conversion
+    (swscale) threads, 0 = FFmpeg's choice (one per core, plus one); 1 runs both in the calling thread, for a job
+    given one core (swscale's own pool cost a thread start per clip and a futex wake per frame).
     """
     path = os.fspath(path)
     rate = _as_fraction(fps)
@@ -239,7 +242,7 @@ def iter_video_frames(path, fps: float = 25.0, threads: int = 0) -> Iterator[np.
                 t = Fraction(0)
             if rot is None:
                 rot = _rotation_from(frame, v)
-            img = _to_bgr(frame, rot, path, reformatter)
+            img = _to_bgr(frame, rot, path, reformatter, threads)
             if origin is None:
                 origin = t
             t -= origin

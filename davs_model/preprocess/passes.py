@@ -17,6 +17,7 @@ import numpy as np
 
 from davs_model.io.media import iter_video_frames
 
+MMAP_THRESHOLD = 2**20  # bytes; see fixed_mmap_threshold
 CACHE_BYTES = 32 * 2**20  # a clip's decoded frames kept for pass 2 (per clip; ``landmark_batch`` clips at once)
 
 
@@ -100,7 +101,7 @@ def one_core_process() -> None:
     ``workflow/scripts/build_shard.py`` calls it: the rule has ``threads: 1``). Call it once the job's modules and
     models are loaded: libraries loaded later keep their thread pools, objects made later are scanned.
 
-    - :func:`frames_off_the_heap`;
+    - :func:`fixed_mmap_threshold`;
     - BLAS thread pools limited to one thread (``threadpoolctl``): OpenBLAS' idle threads spin after each call
       (numpy's, scipy's and OpenCV's: ~1.5 % of a job's CPU time for nothing);
     - the objects alive now (the imported modules) frozen out of the garbage collector's scans
@@ -115,18 +116,20 @@ def one_core_process() -> None:
 
     for module in ("davs_model.align", "davs_model.audio", "davs_model.tracking"):  # the job's libraries, now
         importlib.import_module(module)
-    frames_off_the_heap()
+    fixed_mmap_threshold()
     threadpool_limits(limits=1, user_api="blas")
     gc.freeze()
 
 
-def frames_off_the_heap() -> None:
-    """glibc: allocations of >= 128 KiB (each decoded frame) get their own mmap, returned to the OS when freed.
+def fixed_mmap_threshold() -> None:
+    """glibc: blocks of >= ``MMAP_THRESHOLD`` get their own mmap, smaller ones come from the heap, in every run.
 
-    glibc raises that threshold to the largest block freed so far, and then frames come from the heap, which
-    fragments: pass 1's peak RSS grew by 0 to 120 MB per minute of video, at random (bench/preprocess_memory.py).
-    A fixed threshold keeps it flat. Without glibc's ``mallopt`` this does nothing. The price is fresh pages for
-    every large block: callers reuse their big buffers where they can (``align.warp_aligned_fast``'s ``out``).
+    glibc's default raises its threshold to the largest block freed so far, so where large frames go varies with
+    the run: a 720p clip's peak RSS varied from 339 to 362 MB between runs (bench/preprocess_memory.py). A fixed
+    threshold makes it the same every run. It sits above a dataset-sized frame (256² or 224² BGR: 196 kB, 147 kB):
+    those come from the heap and reuse its free blocks, where a mapping per frame cost ~50 page faults per frame
+    (~0.25 ms of a 0.6 ms decode). Peak RSS of a 256² clip grows 0.45 MB per second of video either way (the held
+    per-frame data); the heap adds ~25 MB to it. Without glibc's ``mallopt`` this does nothing.
     """
     with suppress(OSError, AttributeError):  # "libc.so.6": ctypes.util.find_library would spawn ldconfig each time
-        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD

@@ -25,7 +25,7 @@ from davs_model.preprocess.passes import (
     AlignedFrames,
     ClipRejected,
     Recorded,
-    frames_off_the_heap,
+    fixed_mmap_threshold,
     one_core_process,
 )
 from davs_model.preprocess.qc import QC_COLUMNS, QCRow, write_qc  # noqa: F401  (QC_COLUMNS, write_qc: re-exported)
@@ -210,7 +210,7 @@ def process_clips(
     """
     from davs_model.tracking import track_many
 
-    frames_off_the_heap()
+    fixed_mmap_threshold()
     for at in range(0, len(clips), cfg.landmark_batch):
         group = clips[at : at + cfg.landmark_batch]
         rows = [QCRow(clip=clip) for clip in group]
