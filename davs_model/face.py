@@ -123,9 +123,11 @@ def anchors_from_68(pts: np.ndarray) -> np.ndarray:
 
     The image-left eye (the subject's right eye, smaller x) is points 36..41, matching the
     template's first point (x = 140); the mouth centre is the mean of the corners 48 and 54
-    (DAVS's definition; PC-AVS uses the inner-lip mean instead).
+    (DAVS's definition; PC-AVS uses the inner-lip mean instead). ``pts`` may hold many frames,
+    (..., 68, 2) → (..., 3, 2), each the same bit for bit as on its own.
     """
     p = np.asarray(pts, dtype=np.float64)
-    if p.shape != (N_LANDMARKS, 2):
+    if p.shape[-2:] != (N_LANDMARKS, 2):
         raise ValueError(f"need (68, 2) landmarks, got {p.shape}")
-    return np.stack([p[36:42].mean(axis=0), p[42:48].mean(axis=0), (p[48] + p[54]) / 2])
+    eyes = p[..., 36:42, :].mean(axis=-2), p[..., 42:48, :].mean(axis=-2)
+    return np.stack([*eyes, (p[..., 48, :] + p[..., 54, :]) / 2], axis=-2)

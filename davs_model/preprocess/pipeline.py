@@ -133,9 +133,8 @@ def _pass1(clip: Clip, cfg: PreprocessConfig, landmarker, qc: QCRow):
 
 def _finish(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, qc: QCRow, path: Path, info, kept, track):
     """Everything after pass 1: the checks on the landmarks, the transforms, the audio and MFCC → a ClipRecord."""
-    from davs_model.align import anchor_transform, interpolate_missing, jitter_scores, smooth_transforms
-    from davs_model.face import anchors_from_68
     from davs_model.io.shards import ClipRecord
+    from davs_model.motion import clip_transforms, jitter_scores, smooth_transforms
 
     qc.frames = n_frames = track.n_frames
     if n_frames < cfg.min_frames:
@@ -155,10 +154,7 @@ def _finish(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, qc: QCRow, pat
             f"a face in {qc.detection_rate:.0%} of frames, below "
             f"preprocess.min_detection_rate={cfg.min_detection_rate}",
         )
-    transforms = np.full((n_frames, 2, 3), np.nan)
-    for t in np.flatnonzero(valid):
-        transforms[t] = anchor_transform(anchors_from_68(track.landmarks[t]), duplicate_eyes=cfg.duplicate_eyes)
-    transforms = interpolate_missing(transforms, valid)
+    transforms = clip_transforms(track.landmarks, valid, duplicate_eyes=cfg.duplicate_eyes)
     transforms = smooth_transforms(transforms, cfg.smoothing_sigma_frames)
     jitter = jitter_scores(transforms)
     qc.jitter_scale, qc.jitter_shift_px = jitter["jitter_scale"], jitter["jitter_shift_px"]

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from davs_model import audio as mfcc
-from davs_model.align import align_face, anchor_transform, interpolate_missing, warp_aligned
+from davs_model.align import align_face, warp_aligned
 from davs_model.face import FaceLandmarker, anchors_from_68
 from davs_model.io.media import MediaError, iter_video_frames, read_audio
+from davs_model.motion import clip_transforms
 from davs_model.rendering.config import DEMO
 from davs_model.rendering.pasteback import cap_size
 from davs_model.tracking import track_landmarks
@@ -172,10 +173,7 @@ def driving_transforms(path: str | Path, landmarker: FaceLandmarker) -> np.ndarr
     track = track_landmarks(iter_video_frames(path), landmarker)
     if not track.detected.any():
         raise NoFaceError(f"{path}: no face found in any frame of the driving video")
-    ms = np.full((track.n_frames, 2, 3), np.nan)
-    for t in np.flatnonzero(track.detected):
-        ms[t] = anchor_transform(anchors_from_68(track.landmarks[t]), duplicate_eyes=True)
-    return interpolate_missing(ms, track.detected)
+    return clip_transforms(track.landmarks, track.detected, duplicate_eyes=True)
 
 
 def iter_driving_frames(path: str | Path, transforms: np.ndarray) -> Iterator[np.ndarray]:

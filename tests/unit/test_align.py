@@ -1,4 +1,4 @@
-"""Tests for davs_model.align: the original's Procrustes alignment, smoothing and jitter."""
+"""Tests for davs_model.align: the original's Procrustes alignment and warp."""
 
 from __future__ import annotations
 
@@ -14,12 +14,11 @@ from davs_model.align import (
     TEMPLATE,
     align_face,
     anchor_transform,
+    anchor_transforms,
     canvas_to_output,
-    interpolate_missing,
-    jitter_scores,
     output_points,
     similarity_transform,
-    smooth_transforms,
+    similarity_transforms,
     warp_aligned,
     warp_aligned_fast,
 )
@@ -188,66 +187,26 @@ def test_fast_warp_into_kept_buffers_equals_fresh_ones() -> None:
 # ---------------------------------------------------------------- temporal processing
 
 
-def noisy_still_face(n: int = 60, noise_px: float = 1.5, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    anchors = apply(similarity(np.log(0.7), 0.1, 180.0, 40.0), TEMPLATE)
-    return np.stack([anchor_transform(anchors + rng.normal(0, noise_px, anchors.shape)) for _ in range(n)])
+@pytest.mark.parametrize("duplicate_eyes", [True, False])
+def test_anchor_transforms_of_a_clip_equal_the_per_frame_ones_bit_for_bit(duplicate_eyes: bool) -> None:
+    """The batched path the pipeline uses must give the original's per-frame matrices exactly (same bits)."""
+    rng = np.random.default_rng(7)
+    anchors = np.stack([random_source_anchors(rng) + rng.normal(0, 4, (3, 2)) for _ in range(400)])
+    anchors[:100] *= rng.uniform(0.01, 20)  # tiny and huge faces too
+    batched = anchor_transforms(anchors, duplicate_eyes=duplicate_eyes)
+    one_by_one = np.stack([anchor_transform(a, duplicate_eyes=duplicate_eyes) for a in anchors])
+    assert batched.shape == (400, 2, 3)
+    assert np.array_equal(batched, one_by_one)
+    src = anchors[:50, [0, 1, 2, 0]]  # any n: four points
+    expect = np.stack([similarity_transform(a, TEMPLATE[[0, 1, 2, 0]]) for a in src])
+    assert np.array_equal(similarity_transforms(src, TEMPLATE[[0, 1, 2, 0]]), expect)
 
 
-def test_smoothing_reduces_jitter_of_a_still_face() -> None:
-    Ms = noisy_still_face()
-    before, after = jitter_scores(Ms), jitter_scores(smooth_transforms(Ms, 3.0))
-    print(f"jitter before {before}, after sigma=3: {after}")
-    assert after["jitter_scale"] < 0.5 * before["jitter_scale"]
-    assert after["jitter_shift_px"] < 0.5 * before["jitter_shift_px"]
-
-
-def test_smoothing_sigma_zero_is_identity_and_constant_is_fixed_point() -> None:
-    Ms = noisy_still_face(n=10)
-    out = smooth_transforms(Ms, 0)
-    assert out is not Ms
-    np.testing.assert_array_equal(out, Ms)
-    const = np.repeat(Ms[:1], 8, axis=0)
-    np.testing.assert_allclose(smooth_transforms(const, 2.0), const, atol=1e-9)
-
-
-def test_smoothing_unwraps_the_angle() -> None:
-    """Angles around ±π must not be averaged to 0 (a face upside down stays upside down)."""
-    Ms = np.stack([similarity(0.0, np.pi + d, 0.0, 0.0) for d in (-0.01, 0.01, -0.01, 0.01)])
-    angle = np.arctan2(smooth_transforms(Ms, 1.0)[:, 1, 0], smooth_transforms(Ms, 1.0)[:, 0, 0])
-    assert np.all(np.abs(np.abs(angle) - np.pi) < 0.02)
-
-
-def test_jitter_scores_known_values() -> None:
-    assert jitter_scores(noisy_still_face(n=1)) == {"jitter_scale": 0.0, "jitter_shift_px": 0.0}
-    still = np.repeat(similarity(0.2, 0.1, 5.0, 6.0)[None], 5, axis=0)
-    assert jitter_scores(still) == pytest.approx({"jitter_scale": 0.0, "jitter_shift_px": 0.0})
-    # scale grows 1 % per frame
-    zoom = np.stack([similarity(t * np.log(1.01), 0.0, 0.0, 0.0) for t in range(6)])
-    assert jitter_scores(zoom)["jitter_scale"] == pytest.approx(1.0)
-    # the canvas image moves 2 px right per frame → 2·260/268 output px
-    shift = np.stack([similarity(0.1, 0.2, 2.0 * t, 0.0) for t in range(6)])
-    scores = jitter_scores(shift)
-    assert scores["jitter_scale"] == pytest.approx(0.0, abs=1e-9)
-    assert scores["jitter_shift_px"] == pytest.approx(2.0 * 260 / 268)
-
-
-def test_interpolate_missing_recovers_a_linear_sequence() -> None:
-    t = np.arange(12)
-    params = np.stack([0.01 * t - 0.3, 0.02 * t + 3.1, 3.0 * t + 10, -1.5 * t], axis=1)
-    truth = np.stack([similarity(*p) for p in params])
-    valid = np.ones(12, bool)
-    valid[[2, 3, 4, 8]] = False
-    damaged = truth.copy()
-    damaged[~valid] = np.nan
-    np.testing.assert_allclose(interpolate_missing(damaged, valid), truth, atol=1e-9)
-
-
-def test_interpolate_missing_holds_at_the_ends_and_needs_a_valid_frame() -> None:
-    truth = np.stack([similarity(0.01 * t, 0.0, t, 0.0) for t in range(6)])
-    valid = np.array([False, False, True, True, False, False])
-    out = interpolate_missing(np.where(valid[:, None, None], truth, np.nan), valid)
-    np.testing.assert_allclose(out[:2], truth[[2, 2]], atol=1e-12)
-    np.testing.assert_allclose(out[4:], truth[[3, 3]], atol=1e-12)
-    with pytest.raises(ValueError):
-        interpolate_missing(truth, np.zeros(6, bool))
+def test_anchor_transforms_rejects_bad_input() -> None:
+    good = np.stack([TEMPLATE / 2] * 3)
+    with pytest.raises(ValueError, match=r"\(T, 3, 2\)"):
+        anchor_transforms(good[0])
+    with pytest.raises(ValueError, match="NaN"):
+        anchor_transforms(np.where(np.arange(3)[:, None, None] == 1, np.nan, good))
+    with pytest.raises(ValueError, match="degenerate"):
+        anchor_transforms(np.concatenate([good, np.ones((1, 3, 2))]))
