@@ -56,7 +56,7 @@ class FixedLandmarker:
     def __init__(self, points: np.ndarray) -> None:
         self.points = np.asarray(points, dtype=np.float64)
 
-    def detect(self, image_bgr: np.ndarray) -> list[None]:
+    def detect(self, image_bgr: np.ndarray, expect_width: float | None = None) -> list[None]:
         return [None]
 
     def landmarks(self, image_bgr: np.ndarray, rect: None) -> np.ndarray:

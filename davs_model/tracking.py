@@ -2,10 +2,11 @@
 
 Detection is the expensive step (~5 ms for a 256² frame at upsample 0, ~20 ms for 512²; the 68-point
 model ~0.5 ms), so :func:`track_landmarks` detects only on key frames and on tracking loss, and in between
-runs the shape model on the last detector box moved with the landmarks. The tracker is a generator that asks
-for one set of landmarks at a time, so :func:`track_many` can run several clips in lockstep and give the
-shape model their faces in one batch (each model tree is then read from memory once for the batch instead of
-once per face).
+runs the shape model on the last detector box moved with the landmarks. A key frame's detector skips the
+pyramid levels too small for the tracked face (``FaceLandmarker.detect(expect_width=…)``). The tracker is a
+generator that asks for one set of landmarks at a time, so :func:`track_many` can run several clips in lockstep
+and give the shape model their faces in one batch (each model tree is then read from memory once for the batch
+instead of once per face).
 """
 
 from __future__ import annotations
@@ -188,8 +189,11 @@ def tracking(
                 pts = yield frame, _rect(track.det_box + shift)
                 pts = _followed(frame, pts, track, shift, iou_threshold, ncc_threshold)
             if pts is None:
+                # at a key frame the face is near the size it had: the detector may skip the smaller scales
+                keyframe = track is not None and t % keyframe_interval == 0
+                expect = float(track.det_box[2] - track.det_box[0]) if keyframe else None
                 track = None
-                rects = landmarker.detect(frame)
+                rects = landmarker.detect(frame, expect_width=expect)
                 calls += 1
                 max_faces = max(max_faces, len(rects))
                 if rects:

@@ -95,6 +95,38 @@ def test_takeo_anchors_match_ground_truth(landmarker: FaceLandmarker) -> None:
     assert np.all(err < 5.0)
 
 
+def _boxes(rects) -> list[tuple[int, int, int, int]]:
+    return [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.2, 1.4, 1.6])  # face boxes 88, 105, 125, 151 px: levels 1-4
+def test_a_key_frame_scan_from_the_tracked_scale_gives_dlibs_own_box(scale: float, astronaut_bgr) -> None:
+    """Skipping the pyramid levels below the tracked face keeps dlib's box exactly (its mapping recovered)."""
+    import dlib
+
+    image = cv2.resize(astronaut_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    rects, _, _ = dlib.get_frontal_face_detector().run(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), 0, 0.0)
+    assert len(rects) == 1
+    width = rects[0].width()
+    for k in (0.8, 1.0, 1.25, 1.3):  # the face may have grown or shrunk a little since the last key frame
+        lm = FaceLandmarker()
+        found = lm.detect(image, expect_width=width * k)
+        assert _boxes(found) == _boxes(rects), (scale, k)
+        assert lm.detector_calls == 1
+
+
+def test_a_key_frame_scan_that_finds_nothing_scans_the_whole_pyramid(astronaut_bgr) -> None:
+    image = cv2.resize(astronaut_bgr, None, fx=0.65, fy=0.65, interpolation=cv2.INTER_AREA)  # a 73 px face
+    lm = FaceLandmarker()
+    full = _boxes(lm.detect(image))
+    assert len(full) == 1 and lm.detector_calls == 1
+    assert _boxes(lm.detect(image, expect_width=400.0)) == full  # no face that large: a second, whole scan
+    assert lm.detector_calls == 3
+    up = FaceLandmarker(upsample=1)  # upsampled scans always go whole
+    assert _boxes(up.detect(image, expect_width=90.0)) == _boxes(up.detect(image))
+    assert up.detector_calls == 2
+
+
 def test_tracking_matches_per_frame_detection(landmarker: FaceLandmarker, astronaut_bgr) -> None:
     tracked = track_landmarks(moving_clip(astronaut_bgr), landmarker, keyframe_interval=12)
     every = detect_every_frame(moving_clip(astronaut_bgr), landmarker)
