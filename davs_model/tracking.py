@@ -45,31 +45,40 @@ class TrackResult:
     max_faces: int = 0
 
 
-def _rect(box: np.ndarray) -> np.ndarray:
+Box = tuple[float, float, float, float]  # [left, top, right, bottom) in pixels; plain floats: per-frame math is
+# a few dozen scalar operations, ~10x cheaper on Python floats than on small numpy arrays (same double arithmetic)
+
+
+def _rect(box: Box) -> np.ndarray:
     """[left, top, right, bottom) float box → (l, t, r, b) ints with inclusive right/bottom, as dlib.rectangle."""
     left, top, right, bottom = (int(round(v)) for v in box)
     return np.array([left, top, right - 1, bottom - 1], np.int64)
 
 
-def _box_of(rect: dlib.rectangle) -> np.ndarray:
-    return np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], float)
+def _box_of(rect: dlib.rectangle) -> Box:
+    return float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1)
 
 
-def _bbox(pts: np.ndarray) -> np.ndarray:
-    return np.concatenate([pts.min(axis=0), pts.max(axis=0)])
+def _bbox(pts: np.ndarray) -> Box:
+    (x0, y0), (x1, y1) = pts.min(axis=0).tolist(), pts.max(axis=0).tolist()
+    return x0, y0, x1, y1
 
 
-def _area(box: np.ndarray) -> float:
-    return float(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0))
+def _moved(box: Box, dx: float, dy: float) -> Box:
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = _area(np.concatenate([np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])]))
+def _area(box: Box) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def _iou(a: Box, b: Box) -> float:
+    inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
     union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
-def _patch(image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+def _patch(image_bgr: np.ndarray, box: Box) -> np.ndarray | None:
     """Zero-mean, unit-norm grey PATCH_SIZE² patch of ``box``; None if empty or flat."""
     h, w = image_bgr.shape[:2]
     x0, y0 = max(int(box[0]), 0), max(int(box[1]), 0)
@@ -87,41 +96,51 @@ def _patch(image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
 class _Track:
     """Tracker state since the last detection."""
 
-    det_box: np.ndarray  # detector box at the detection frame, [l, t, r, b)
-    det_centroid: np.ndarray  # landmark centroid at the detection frame
-    det_bbox: np.ndarray  # landmark bounding box at the detection frame
+    det_box: Box  # detector box at the detection frame
+    det_centroid: tuple[float, float]  # landmark centroid at the detection frame
+    det_bbox: Box  # landmark bounding box at the detection frame
     det_patch: np.ndarray  # appearance of the face at the detection frame
-    centroid: np.ndarray  # landmark centroid in the latest frame
+    centroid: tuple[float, float]  # landmark centroid in the latest frame
+
+    def shift(self) -> tuple[float, float]:
+        """The landmarks' centroid motion since the detection frame."""
+        return self.centroid[0] - self.det_centroid[0], self.centroid[1] - self.det_centroid[1]
+
+
+def _centroid(pts: np.ndarray) -> tuple[float, float]:
+    x, y = pts.mean(axis=0).tolist()
+    return x, y
 
 
 def _start_track(image_bgr: np.ndarray, rect: dlib.rectangle, pts: np.ndarray) -> _Track | None:
-    patch = _patch(image_bgr, _bbox(pts))
+    bbox = _bbox(pts)
+    patch = _patch(image_bgr, bbox)
     if patch is None:
         return None
-    c = pts.mean(axis=0)
-    return _Track(_box_of(rect), c, _bbox(pts), patch, c)
+    c = _centroid(pts)
+    return _Track(_box_of(rect), c, bbox, patch, c)
 
 
 def _followed(
     image_bgr: np.ndarray,
     pts: np.ndarray,
     track: _Track,
-    shift: np.ndarray,
+    shift: tuple[float, float],
     iou_threshold: float,
     ncc_threshold: float,
 ) -> np.ndarray | None:
     """``pts`` predicted in the carried box if they still hold the tracked face; None on tracking loss."""
     bbox = _bbox(pts)
     h, w = image_bgr.shape[:2]
-    inside = _area(np.concatenate([np.maximum(bbox[:2], 0), np.minimum(bbox[2:], [w, h])]))
+    inside = _area((max(bbox[0], 0.0), max(bbox[1], 0.0), min(bbox[2], w), min(bbox[3], h)))
     if inside < 0.5 * _area(bbox):  # the face left the frame
         return None
     # the landmarks no longer fit the carried box
-    if _iou(bbox, track.det_bbox + shift) < iou_threshold:
+    if _iou(bbox, _moved(track.det_bbox, *shift)) < iou_threshold:
         return None
     # not the same face (a cut, a blank frame)
     patch = _patch(image_bgr, bbox)
-    if patch is None or float(np.sum(patch * track.det_patch)) < ncc_threshold:
+    if patch is None or float(np.dot(patch.ravel(), track.det_patch.ravel())) < ncc_threshold:
         return None
     return pts
 
@@ -185,13 +204,13 @@ def tracking(
                 pts = yield frame, _rect(np.array([x, y, x + w, y + h]))
         else:
             if track is not None and t % keyframe_interval != 0:
-                shift = np.tile(track.centroid - track.det_centroid, 2)
-                pts = yield frame, _rect(track.det_box + shift)
+                shift = track.shift()
+                pts = yield frame, _rect(_moved(track.det_box, *shift))
                 pts = _followed(frame, pts, track, shift, iou_threshold, ncc_threshold)
             if pts is None:
                 # at a key frame the face is near the size it had: the detector may skip the smaller scales
                 keyframe = track is not None and t % keyframe_interval == 0
-                expect = float(track.det_box[2] - track.det_box[0]) if keyframe else None
+                expect = track.det_box[2] - track.det_box[0] if keyframe else None
                 track = None
                 rects = landmarker.detect(frame, expect_width=expect)
                 calls += 1
@@ -200,7 +219,7 @@ def tracking(
                     pts = yield frame, box_of(rects[0])
                     track = _start_track(frame, rects[0], pts)
             elif track is not None:
-                track.centroid = pts.mean(axis=0)
+                track.centroid = _centroid(pts)
         landmarks.append(pts if pts is not None else np.full((N_LANDMARKS, 2), np.nan))
         detected.append(pts is not None)
     n = len(landmarks)

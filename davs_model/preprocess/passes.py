@@ -104,6 +104,8 @@ def one_core_process() -> None:
     - :func:`fixed_mmap_threshold`;
     - BLAS thread pools limited to one thread (``threadpoolctl``): OpenBLAS' idle threads spin after each call
       (numpy's, scipy's and OpenCV's: ~1.5 % of a job's CPU time for nothing);
+    - OpenCV's own thread pool off (``cv2.setNumThreads(1)``): its small calls (the tracker's 32² patch resize)
+      cost ~1.5x more CPU split over threads, and a job given one core has none to spare;
     - the objects alive now (the imported modules) frozen out of the garbage collector's scans
       (``gc.freeze``): the full collections that the job's allocations trigger otherwise walk them all (~3 %).
 
@@ -112,12 +114,14 @@ def one_core_process() -> None:
     """
     import importlib
 
+    import cv2
     from threadpoolctl import threadpool_limits
 
     for module in ("davs_model.align", "davs_model.audio", "davs_model.tracking"):  # the job's libraries, now
         importlib.import_module(module)
     fixed_mmap_threshold()
     threadpool_limits(limits=1, user_api="blas")
+    cv2.setNumThreads(1)
     gc.freeze()
 
 

@@ -202,17 +202,20 @@ def test_pass_2_into_one_array_equals_fresh_arrays(videos, kept) -> None:
 
 
 def test_one_core_process_sets_up_a_shard_job() -> None:
-    """One BLAS thread, the start-up objects frozen out of the collector; a second call changes nothing."""
+    """One BLAS and one OpenCV thread, the start-up objects frozen out of the collector; a second call changes
+    nothing."""
     code = (
-        "import gc, json, numpy\n"
+        "import cv2, gc, json, numpy\n"
         "from threadpoolctl import threadpool_info\n"
         "from davs_model.preprocess.passes import one_core_process\n"
         "one_core_process(); frozen = gc.get_freeze_count(); one_core_process()\n"
         "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
-        "print(json.dumps({'blas': blas, 'frozen': frozen, 'again': gc.get_freeze_count()}))\n"
+        "again, cv = gc.get_freeze_count(), cv2.getNumThreads()\n"
+        "print(json.dumps({'blas': blas, 'frozen': frozen, 'again': again, 'cv2': cv}))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     out = json.loads(done.stdout)
     assert out["blas"] and set(out["blas"]) == {1}, out
     assert out["frozen"] > 10_000 and out["again"] == out["frozen"], out
+    assert out["cv2"] == 1, out
