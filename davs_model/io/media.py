@@ -2,14 +2,15 @@
 
 All FFmpeg/PyAV failures surface as :class:`MediaError` with a short ``reason`` code and a message
 that names the file and the fix. Video is streamed (never held in memory as a whole).
+``clip_reader.open_clip`` gives ``probe``'s, ``iter_video_frames``' and ``read_audio``'s results from one open.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -17,6 +18,8 @@ import av
 import av.error
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from davs_model.io.frame_rate import VideoTiming, as_fraction, constant_rate, rotation_from, timed_frames
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,13 @@ def _best(container, kind: str, path: str):
         return streams[0]
 
 
+def _stopped(path: str, what: str, n: int, err: Exception) -> None:
+    """A decoding error after ``n`` frames: MediaError "truncated" if none decoded, else a warning (stop there)."""
+    if n == 0:
+        raise MediaError("truncated", path, f"no {what} decodes: {err}") from err
+    log.warning("%s: %s decoding stopped after %d frames: %s", path, what, n, err)
+
+
 def _decode(container, stream, path: str, what: str) -> Iterator:
     """Decoded frames of ``stream``; on a decoding error after >= 1 frame: warn and stop."""
     it = container.decode(stream)
@@ -103,33 +113,10 @@ def _decode(container, stream, path: str, what: str) -> Iterator:
         except StopIteration:
             return
         except _AV_ERRORS as e:
-            if n == 0:
-                raise MediaError("truncated", path, f"no {what} decodes: {e}") from e
-            log.warning("%s: %s decoding stopped after %d frames: %s", path, what, n, e)
+            _stopped(path, what, n, e)
             return
         n += 1
         yield frame
-
-
-def _rotation_from(frame, stream) -> int:
-    """Clockwise display rotation in {0, 90, 180, 270}.
-
-    The display matrix (FFmpeg attaches the stream's DISPLAYMATRIX to every decoded frame; PyAV
-    exposes it as ``VideoFrame.rotation``, counter-clockwise degrees) wins over a legacy ``rotate``
-    tag (clockwise degrees).
-    """
-    ccw = getattr(frame, "rotation", 0) if frame is not None else 0
-    if ccw:
-        cw = -float(ccw)
-    else:
-        try:
-            cw = float(stream.metadata.get("rotate", 0) or 0)
-        except (TypeError, ValueError):
-            cw = 0.0
-    snapped = int(round(cw / 90.0)) * 90 % 360
-    if abs(((cw - snapped) + 180) % 360 - 180) > 1:
-        log.warning("rotation %.1f deg is not a multiple of 90; using %d", cw, snapped)
-    return snapped
 
 
 def _to_bgr(
@@ -146,133 +133,126 @@ def _to_bgr(
     return img
 
 
+def _media_info(c, v, path: str, first_frame: Callable[[], object]) -> MediaInfo:
+    """``probe``'s answer from an open container; ``first_frame()`` decodes the first video frame (or None)."""
+    rate = v.average_rate or v.guessed_rate or v.base_rate
+    fps = float(rate) if rate else 0.0
+    if v.duration and v.time_base:
+        duration = float(v.duration * v.time_base)
+    elif c.duration:
+        duration = c.duration / av.time_base
+    else:
+        duration = v.frames / fps if (v.frames and fps) else 0.0
+    n_frames = int(v.frames) if v.frames else int(round(duration * fps))
+    has_audio = bool(c.streams.audio)
+    a = _best(c, "audio", path) if has_audio else None  # before any audio decoding, which may change them
+    audio_rate, channels = (int(a.rate or 0), int(a.channels or 0)) if a is not None else (0, 0)
+    rotation = rotation_from(first_frame(), v.metadata)
+    return MediaInfo(
+        width=int(v.codec_context.width),
+        height=int(v.codec_context.height),
+        fps=fps,
+        n_frames=n_frames,
+        duration_s=duration,
+        has_audio=has_audio,
+        audio_sample_rate=audio_rate,
+        audio_channels=channels,
+        rotation_deg=rotation,
+    )
+
+
 def probe(path) -> MediaInfo:
     """Stream properties of a video file (decodes at most the first frame, for the rotation)."""
     path = os.fspath(path)
     with _open(path) as c:
         v = _best(c, "video", path)
-        rate = v.average_rate or v.guessed_rate or v.base_rate
-        fps = float(rate) if rate else 0.0
-        if v.duration and v.time_base:
-            duration = float(v.duration * v.time_base)
-        elif c.duration:
-            duration = c.duration / av.time_base
-        else:
-            duration = v.frames / fps if (v.frames and fps) else 0.0
-        n_frames = int(v.frames) if v.frames else int(round(duration * fps))
-        first = None
-        v.codec_context.thread_count = 1  # one frame: no decoder threads to start
-        try:
-            first = next(c.decode(v), None)
-        except _AV_ERRORS as e:
-            log.warning("%s: cannot decode the first frame for the rotation: %s", path, e)
-        rotation = _rotation_from(first, v)
-        has_audio = bool(c.streams.audio)
-        a = _best(c, "audio", path) if has_audio else None
-        return MediaInfo(
-            width=int(v.codec_context.width),
-            height=int(v.codec_context.height),
-            fps=fps,
-            n_frames=n_frames,
-            duration_s=duration,
-            has_audio=has_audio,
-            audio_sample_rate=int(a.rate or 0) if a is not None else 0,
-            audio_channels=int(a.channels or 0) if a is not None else 0,
-            rotation_deg=rotation,
-        )
+
+        def first_frame():
+            v.codec_context.thread_count = 1  # one frame: no decoder threads to start
+            try:
+                return next(c.decode(v), None)
+            except _AV_ERRORS as e:
+                log.warning("%s: cannot decode the first frame for the rotation: %s", path, e)
+                return None
+
+        return _media_info(c, v, path, first_frame)
 
 
-def _as_fraction(x) -> Fraction:
-    f = x if isinstance(x, Fraction) else Fraction(x).limit_denominator(1_000_000)
-    if f <= 0:
-        raise ValueError(f"fps must be > 0, got {x!r}")
-    return f
+def _video_frames(
+    frames: Iterable, v: VideoTiming, rate: Fraction, path: str, threads: int
+) -> Iterator[np.ndarray]:
+    """Decoded frames -> upright BGR frames at ``rate`` (``iter_video_frames``, ``ClipReader.frames``)."""
+    reformatter = VideoReformatter()
+    bgr = functools.partial(_to_bgr, path=path, reformatter=reformatter, threads=threads)
+    n = 0
+    for img in constant_rate(timed_frames(frames, v, bgr), rate, v.nominal, v.end):
+        n += 1
+        yield img
+    if n == 0:
+        raise MediaError("truncated", path, "no video frame decodes.")
+
+
+def _check_threads(threads: int) -> None:
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
 
 
 def iter_video_frames(path, fps: float = 25.0, threads: int = 0) -> Iterator[np.ndarray]:
     """Yield upright BGR uint8 frames resampled to a constant ``fps`` by presentation time.
 
-    Times are relative to the first decoded frame. Output frame k (t = k/fps) shows the source
-    frame nearest in time: the last one with pts < t + half its interval to the next frame (ties
-    go to the earlier frame), so frames are duplicated or dropped as needed; a source already at
-    ``fps`` passes through 1:1. The number of output frames is round(span * fps) (at least 1),
-    where span runs from the first frame to the end of the last one (like ffmpeg's fps filter,
-    eof_action=round). All arithmetic is exact (fractions). Duplicated frames are copies.
+    Output frame k (t = k/fps, from the first decoded frame) shows the source frame nearest in time; frames are
+    duplicated or dropped as needed, a source already at ``fps`` passes through 1:1; round(span * fps) frames, at
+    least 1, where span runs from the first frame to the end of the last one (like ffmpeg's fps filter,
+    eof_action=round): ``frame_rate.constant_rate``. Duplicated frames are copies.
     Truncated files yield what decodes, then stop (with a warning). ``threads``: decoder and colour-conversion
     (swscale) threads, 0 = FFmpeg's choice (one per core, plus one); 1 runs both in the calling thread, for a job
     given one core (swscale's own pool cost a thread start per clip and a futex wake per frame).
     """
     path = os.fspath(path)
-    rate = _as_fraction(fps)
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0, got {threads}")
+    rate = as_fraction(fps)
+    _check_threads(threads)
     with _open(path) as c:
         v = _best(c, "video", path)
         v.thread_type = "AUTO"
         v.codec_context.thread_count = threads
-        tb = v.time_base or Fraction(1, 90_000)
-        avg = v.average_rate or v.guessed_rate
-        nominal = 1 / Fraction(avg) if avg else 1 / rate
-        stream_end = None  # end of the last frame per the container (pts units of the stream)
-        if v.duration:
-            stream_end = (v.start_time or 0) + v.duration
-        pending: deque[np.ndarray] = deque()
-        k = 0  # next output index to schedule
-        emitted = 0
-        last_out = None
-        rot = None
-        reformatter = VideoReformatter()
-        origin = prev_t = prev_img = prev_dur = last_pts = None
+        yield from _video_frames(_decode(c, v, path, "video"), VideoTiming.of(v, rate), rate, path, threads)
 
-        def release(limit: Fraction) -> Iterator[np.ndarray]:
-            nonlocal emitted, last_out
-            # output frame n exists iff (n + 1/2) / fps <= span; safe to emit once limit <= span
-            while pending and (emitted + Fraction(1, 2)) / rate <= limit:
-                img = pending.popleft()
-                yield img.copy() if img is last_out else img
-                last_out = img
-                emitted += 1
 
-        for frame in _decode(c, v, path, "video"):
-            if frame.pts is not None:
-                t = Fraction(frame.pts) * tb
-            elif prev_t is not None:
-                t = origin + prev_t + nominal
-            else:
-                t = Fraction(0)
-            if rot is None:
-                rot = _rotation_from(frame, v)
-            img = _to_bgr(frame, rot, path, reformatter, threads)
-            if origin is None:
-                origin = t
-            t -= origin
-            # frame.duration comes from packets in decode order (wrong after B-frame reordering),
-            # so the previous interval is the first guess for this frame's duration
-            dur = Fraction(frame.duration) * tb if frame.duration else nominal
-            if prev_img is not None:
-                if t <= prev_t:  # broken timestamps: keep order, assume the nominal interval
-                    t = prev_t + nominal
-                mid = (prev_t + t) / 2
-                while k / rate <= mid:  # ties at the midpoint go to the earlier frame
-                    pending.append(prev_img)
-                    k += 1
-                yield from release(t)
-                dur = t - prev_t
-            prev_t, prev_img, prev_dur = t, img, dur
-            last_pts = frame.pts
-        if prev_img is None:
-            raise MediaError("truncated", path, "no video frame decodes.")
-        end = prev_t + prev_dur
-        if stream_end is not None and last_pts is not None:
-            tail = (stream_end - last_pts) * tb  # the container's duration of the last frame
-            if 0 < tail <= 4 * max(prev_dur, nominal):  # not for truncated files
-                end = prev_t + tail
-        while k / rate < end:
-            pending.append(prev_img)
-            k += 1
-        yield from release(end)
-        if emitted == 0:  # a single very short frame: still show it once
-            yield prev_img
+class _AudioSink:
+    """Audio frames -> FFmpeg's resampler (``read_audio``'s conversion), fed frame by frame."""
+
+    def __init__(self, path: str, sample_rate: int):
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
+        self.path, self.sample_rate = path, sample_rate
+        self._resampler = None
+        self._chunks: list[np.ndarray] = []
+        self._out: np.ndarray | None = None
+
+    def add(self, frame) -> None:
+        """Resample ``frame``; None flushes the resampler."""
+        try:
+            if self._resampler is None:
+                self._resampler = av.AudioResampler(format="s16p", layout=frame.layout, rate=self.sample_rate)
+            self._chunks.extend(o.to_ndarray()[0].copy() for o in self._resampler.resample(frame))
+        except (*_AV_ERRORS, ValueError) as e:  # ValueError: layout/format change mid-stream
+            raise MediaError("unreadable", self.path, f"audio resampling failed: {e}") from e
+
+    def result(self, max_duration_s: float | None = None) -> np.ndarray:
+        """All the samples (the resampler flushed on the first call; later calls share the array), or the first
+        round(max_duration_s * sample_rate)."""
+        if self._out is None:
+            if self._resampler is not None:
+                self.add(None)
+            chunks, self._chunks = self._chunks, []
+            self._out = np.concatenate(chunks).astype(np.int16, copy=False) if chunks else np.zeros(0, np.int16)
+        out = self._out
+        return out if max_duration_s is None else out[: int(round(max_duration_s * self.sample_rate))]
+
+
+def _check_max_duration(max_duration_s: float | None) -> None:
+    if max_duration_s is not None and max_duration_s < 0:
+        raise ValueError(f"max_duration_s must be >= 0, got {max_duration_s}")
 
 
 def read_audio(path, sample_rate: int = 16000, max_duration_s: float | None = None) -> np.ndarray:
@@ -284,24 +264,13 @@ def read_audio(path, sample_rate: int = 16000, max_duration_s: float | None = No
     padding beyond the real end; pass the video's duration).
     """
     path = os.fspath(path)
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
-    if max_duration_s is not None and max_duration_s < 0:
-        raise ValueError(f"max_duration_s must be >= 0, got {max_duration_s}")
-    chunks: list[np.ndarray] = []
+    sink = _AudioSink(path, sample_rate)
+    _check_max_duration(max_duration_s)
     with _open(path) as c:
         a = _best(c, "audio", path)
-        resampler = None
         try:
             for frame in _decode(c, a, path, "audio"):
-                if resampler is None:
-                    resampler = av.AudioResampler(format="s16p", layout=frame.layout, rate=sample_rate)
-                chunks.extend(o.to_ndarray()[0].copy() for o in resampler.resample(frame))
-            if resampler is not None:
-                chunks.extend(o.to_ndarray()[0].copy() for o in resampler.resample(None))
-        except (*_AV_ERRORS, ValueError) as e:  # ValueError: layout/format change mid-stream
+                sink.add(frame)
+        except ValueError as e:  # a decoder's, e.g. an unknown codec
             raise MediaError("unreadable", path, f"audio resampling failed: {e}") from e
-    out = np.concatenate(chunks).astype(np.int16, copy=False) if chunks else np.zeros(0, np.int16)
-    if max_duration_s is not None:
-        out = out[: int(round(max_duration_s * sample_rate))]
-    return out
+        return sink.result(max_duration_s)

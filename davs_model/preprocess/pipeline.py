@@ -20,7 +20,8 @@ import numpy as np
 
 from davs_model.audio import mfcc_bins
 from davs_model.config import PreprocessConfig, SourceConfig
-from davs_model.io.media import MediaError, iter_video_frames, probe, read_audio
+from davs_model.io.clip_reader import MediaError, open_clip
+from davs_model.preprocess.checks import _check_input, _duration_s, _select_bins
 from davs_model.preprocess.passes import (
     AlignedFrames,
     ClipRejected,
@@ -33,55 +34,6 @@ from davs_model.preprocess.sources import Clip
 
 log = logging.getLogger(__name__)
 
-# Frames stream and the MFCC is computed in blocks, but the decoded audio and the per-frame landmarks, transforms
-# and MFCC windows of a clip are held: ~0.4 MB per second of video (bench/preprocess_memory.py). A clip is one
-# spoken utterance; 30 min is far beyond any dataset's clips and keeps a shard job well inside its mem_mb=4000.
-MAX_CLIP_SECONDS = 1800.0
-
-
-def _select_bins(bins: np.ndarray, n_frames: int, lrw_protocol: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Keep bins l = 2 … n_frames − 3: bin l pairs with frame l and covers frames l−2 … l+2."""
-    numbers = np.arange(2, 2 + len(bins))
-    keep = numbers <= n_frames - 3
-    bins, numbers = bins[keep], numbers[keep]
-    needed = n_frames - 4 if lrw_protocol else 1
-    if len(bins) < needed:
-        raise ClipRejected(
-            "audio_too_short",
-            f"{len(bins)} MFCC bins, the LRW protocol needs bins 2..{n_frames - 3}"
-            if lrw_protocol
-            else "the audio is too short for one MFCC window (215 ms)",
-        )
-    return bins, numbers
-
-
-def _check_input(clip: Clip, info, cfg: PreprocessConfig) -> list[str]:
-    """Reject what cannot work before decoding; return notes on what the pipeline adapts (the QC row says it)."""
-    if not info.has_audio:
-        raise ClipRejected(
-            "no_audio_stream", f"{clip.path}: no audio track; DAVS needs speech. Fix: use a video with its sound."
-        )
-    seconds = _duration_s(info)
-    if seconds > MAX_CLIP_SECONDS:
-        raise ClipRejected(
-            "too_long",
-            f"{clip.path}: {seconds / 60:.0f} min; a clip may last {MAX_CLIP_SECONDS / 60:g} min (its audio and "
-            "per-frame data are held in memory). Fix: split it, e.g. "
-            "`ffmpeg -i IN -c copy -f segment -segment_time 600 -reset_timestamps 1 OUT_%03d.mp4`",
-        )
-    notes = []
-    if abs(info.fps - cfg.fps) > 1e-3:
-        notes.append(f"resampled {info.fps:.3f} -> {cfg.fps:g} fps (nearest frame in time)")
-    if info.rotation_deg:
-        notes.append(f"rotated {info.rotation_deg} deg clockwise (display rotation metadata)")
-    if info.audio_channels > 1:
-        notes.append(f"{info.audio_channels} audio channels: used the first")
-    if info.audio_sample_rate != cfg.sample_rate_hz:
-        notes.append(f"audio resampled {info.audio_sample_rate} -> {cfg.sample_rate_hz} Hz")
-    if clip.path.encode("utf-8", "surrogateescape") != clip.path.encode("utf-8", "backslashreplace"):
-        notes.append("file name is not UTF-8: the clip id writes those bytes as \\xNN")
-    return notes
-
 
 def _rejected(qc: QCRow, err: Exception) -> None:
     """Fill ``qc`` for a clip that failed: ClipRejected/MediaError are rejections, anything else an error (logged
@@ -91,11 +43,6 @@ def _rejected(qc: QCRow, err: Exception) -> None:
     else:
         log.exception("clip %s failed", qc.clip.clip_id)
         qc.status, qc.reason, qc.message = "error", type(err).__name__, str(err)
-
-
-def _duration_s(info) -> float:
-    """The probed duration, or frames / fps when the container gives none (0 when neither is known)."""
-    return info.duration_s or (info.n_frames / info.fps if info.fps else 0.0)
 
 
 def _voxceleb_boxes(clip: Clip, frames: Iterator[np.ndarray], seconds: float, fps: float):
@@ -114,24 +61,28 @@ def _voxceleb_boxes(clip: Clip, frames: Iterator[np.ndarray], seconds: float, fp
 
 
 def _pass1(clip: Clip, cfg: PreprocessConfig, landmarker, qc: QCRow):
-    """Open and check a clip: (path, probe info, kept frames, its tracking generator). Raises for a bad clip."""
+    """Open and check a clip: (path, its reader, kept frames, its tracking generator). Raises for a bad clip."""
     from davs_model.tracking import tracking
 
     path = Path(clip.path)
     if not path.exists():
         raise ClipRejected("missing_file", f"{path} does not exist. Fix: correct the path")
-    info = probe(path)
-    qc.input_fps = info.fps
-    qc.notes = _check_input(clip, info, cfg)
-    frames, boxes = iter_video_frames(path, fps=cfg.fps, threads=1), None  # a shard job has one core
-    if clip.boxes_path:
-        boxes, frames = _voxceleb_boxes(clip, frames, _duration_s(info), cfg.fps)
-    kept = Recorded(frames)
-    steps = tracking(kept, landmarker, cfg.keyframe_interval, boxes=boxes, iou_threshold=cfg.tracking_iou)
-    return path, info, kept, steps
+    reader = open_clip(path, cfg.fps, cfg.sample_rate_hz, threads=1)  # a shard job has one core
+    try:  # the reader: the clip's one open file, for pass 1 and the audio; closed here for a bad clip
+        qc.input_fps = reader.info.fps
+        qc.notes = _check_input(clip, reader.info, cfg)
+        frames, boxes = reader.frames(), None
+        if clip.boxes_path:
+            boxes, frames = _voxceleb_boxes(clip, frames, _duration_s(reader.info), cfg.fps)
+        kept = Recorded(frames)
+        steps = tracking(kept, landmarker, cfg.keyframe_interval, boxes=boxes, iou_threshold=cfg.tracking_iou)
+    except BaseException:
+        reader.close()
+        raise
+    return path, reader, kept, steps
 
 
-def _finish(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, qc: QCRow, path: Path, info, kept, track):
+def _finish(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, qc: QCRow, path: Path, reader, kept, track):
     """Everything after pass 1: the checks on the landmarks, the transforms, the audio and MFCC → a ClipRecord."""
     from davs_model.io.shards import ClipRecord
     from davs_model.motion import clip_transforms, jitter_scores, smooth_transforms
@@ -161,7 +112,7 @@ def _finish(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, qc: QCRow, pat
 
     # the audio checks come before pass 2: a clip rejected here never reaches the shard writer
     max_duration = n_frames / cfg.fps if src.effective_trim_to_video else None
-    audio = read_audio(path, sample_rate=cfg.sample_rate_hz, max_duration_s=max_duration)
+    audio = reader.audio(max_duration)
     gap = n_frames / cfg.fps - len(audio) / cfg.sample_rate_hz
     if gap > 1 / cfg.fps:
         qc.notes.append(f"audio ends {gap:.2f} s before the video: the last frames have no MFCC window")
@@ -184,7 +135,7 @@ def _finish(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, qc: QCRow, pat
         frame_index=numbers.copy(),
         transforms=transforms,
         detected=valid,
-        input_fps=float(info.fps),
+        input_fps=float(reader.info.fps),
         extra={
             "detection_rate": qc.detection_rate,
             "jitter_scale": qc.jitter_scale,
@@ -211,29 +162,35 @@ def process_clips(
         group = clips[at : at + cfg.landmark_batch]
         rows = [QCRow(clip=clip) for clip in group]
         opened: dict[int, tuple] = {}
-        for i, (clip, qc) in enumerate(zip(group, rows, strict=True)):
-            start = time.perf_counter()
-            try:
-                opened[i] = _pass1(clip, cfg, landmarker, qc)
-            except Exception as err:  # one bad video never stops the run: record it and go on
-                _rejected(qc, err)
-            qc.seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        tracks = dict(zip(opened, track_many([o[3] for o in opened.values()], landmarker), strict=True))
-        share = (time.perf_counter() - start) / max(len(opened), 1)
-        for i, (clip, qc) in enumerate(zip(group, rows, strict=True)):
-            record, start = None, time.perf_counter()
-            if i in opened:
-                path, info, kept, _ = opened.pop(i)
+        try:
+            for i, (clip, qc) in enumerate(zip(group, rows, strict=True)):
+                start = time.perf_counter()
                 try:
-                    if isinstance(tracks[i], Exception):
-                        raise tracks[i]
-                    record = _finish(clip, sources[clip.source], cfg, qc, path, info, kept, tracks.pop(i))
-                except Exception as err:  # noqa: BLE001  (one bad video never stops the run)
+                    opened[i] = _pass1(clip, cfg, landmarker, qc)
+                except Exception as err:  # one bad video never stops the run: record it and go on
                     _rejected(qc, err)
-                qc.seconds += share
-            qc.seconds += time.perf_counter() - start
-            yield record, qc
+                qc.seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            tracks = dict(zip(opened, track_many([o[3] for o in opened.values()], landmarker), strict=True))
+            share = (time.perf_counter() - start) / max(len(opened), 1)
+            for i, (clip, qc) in enumerate(zip(group, rows, strict=True)):
+                record, start = None, time.perf_counter()
+                if i in opened:
+                    path, reader, kept, _ = opened.pop(i)
+                    try:
+                        if isinstance(tracks[i], Exception):
+                            raise tracks[i]
+                        record = _finish(clip, sources[clip.source], cfg, qc, path, reader, kept, tracks.pop(i))
+                    except Exception as err:  # noqa: BLE001  (one bad video never stops the run)
+                        _rejected(qc, err)
+                    finally:
+                        reader.close()  # read to its end (closed already) or not (a rejected clip)
+                    qc.seconds += share
+                qc.seconds += time.perf_counter() - start
+                yield record, qc
+        finally:  # a group cut short (an error, or the caller stopped early): no container left open
+            for _, reader, _, _ in opened.values():
+                reader.close()
 
 
 def process_clip(clip: Clip, src: SourceConfig, cfg: PreprocessConfig, landmarker) -> tuple[object | None, QCRow]:
