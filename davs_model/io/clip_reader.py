@@ -25,6 +25,7 @@ from davs_model.io.media import (
     _check_threads,
     _media_info,
     _open,
+    _resampling_failed,
     _stopped,
     _video_frames,
 )
@@ -206,7 +207,7 @@ class ClipReader:
             return
         except ValueError as e:  # e.g. an unknown codec: read_audio's "unreadable"
             self._audio = False
-            self._audio_error = MediaError("unreadable", self.path, f"audio resampling failed: {e}")
+            self._audio_error = _resampling_failed(self.path, e)
             self._audio_error.__cause__ = e
             return
         try:

@@ -119,13 +119,9 @@ def _decode(container, stream, path: str, what: str) -> Iterator:
         yield frame
 
 
-def _to_bgr(
-    frame, rot_cw: int, path: str, reformatter: VideoReformatter | None = None, threads: int = 0
-) -> np.ndarray:
-    try:
-        if reformatter is not None:  # one swscale context per stream, not one per frame: ~2x less CPU
-            frame = reformatter.reformat(frame, format="bgr24", threads=threads)
-        img = frame.to_ndarray(format="bgr24")
+def _to_bgr(frame, rot_cw: int, path: str, reformatter: VideoReformatter, threads: int) -> np.ndarray:
+    try:  # one swscale context per stream (``reformatter``), not one per frame: ~2x less CPU
+        img = reformatter.reformat(frame, format="bgr24", threads=threads).to_ndarray(format="bgr24")
     except (*_AV_ERRORS, ValueError) as e:
         raise MediaError("unreadable", path, f"cannot convert a frame to BGR: {e}") from e
     if rot_cw:
@@ -218,6 +214,11 @@ def iter_video_frames(path, fps: float = 25.0, threads: int = 0) -> Iterator[np.
         yield from _video_frames(_decode(c, v, path, "video"), VideoTiming.of(v, rate), rate, path, threads)
 
 
+def _resampling_failed(path: str, err: Exception) -> MediaError:
+    """The audio cannot be turned into samples (a resampler or decoder refusal): MediaError "unreadable"."""
+    return MediaError("unreadable", path, f"audio resampling failed: {err}")
+
+
 class _AudioSink:
     """Audio frames -> FFmpeg's resampler (``read_audio``'s conversion), fed frame by frame."""
 
@@ -236,7 +237,7 @@ class _AudioSink:
                 self._resampler = av.AudioResampler(format="s16p", layout=frame.layout, rate=self.sample_rate)
             self._chunks.extend(o.to_ndarray()[0].copy() for o in self._resampler.resample(frame))
         except (*_AV_ERRORS, ValueError) as e:  # ValueError: layout/format change mid-stream
-            raise MediaError("unreadable", self.path, f"audio resampling failed: {e}") from e
+            raise _resampling_failed(self.path, e) from e
 
     def result(self, max_duration_s: float | None = None) -> np.ndarray:
         """All the samples (the resampler flushed on the first call; later calls share the array), or the first
@@ -272,5 +273,5 @@ def read_audio(path, sample_rate: int = 16000, max_duration_s: float | None = No
             for frame in _decode(c, a, path, "audio"):
                 sink.add(frame)
         except ValueError as e:  # a decoder's, e.g. an unknown codec
-            raise MediaError("unreadable", path, f"audio resampling failed: {e}") from e
+            raise _resampling_failed(path, e) from e
         return sink.result(max_duration_s)
