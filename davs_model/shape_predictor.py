@@ -17,10 +17,44 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from davs_model.shape_model_file import ShapeModel, load_shape_model
 
 __all__ = ["ShapeModel", "ShapePredictor", "load_shape_model"]
+
+
+PREFETCH_AHEAD = 8  # trees between a leaf's prefetch and its use (0.58 → 0.39 ms per face one at a time, here)
+
+
+@intrinsic
+def _prefetch_row(typingctx, rows, row):
+    """Ask the processor for ``rows[row]`` (a 2-D float32 C array's row: one leaf, 544 bytes) ahead of its use.
+
+    ``llvm.prefetch`` (read, keep in all cache levels) on every 64-byte line of the row; a hint, with no effect on
+    any value. numba has no prefetch of its own.
+    """
+    sig = numba.types.void(rows, row)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        zero = ir.Constant(ir.IntType(64), 0)
+        start = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], zero])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        # named llvm.prefetch.p0 or .p0i8, as this llvmlite names pointer types
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty=fnty)
+        first = builder.bitcast(start, i8p)
+        item = ir.Constant(ir.IntType(64), context.get_abi_sizeof(context.get_data_type(aryty.dtype)))
+        n_bytes = builder.mul(builder.extract_value(ary.shape, 1), item)
+        with cgutils.for_range_slice(builder, zero, n_bytes, ir.Constant(ir.IntType(64), 64)) as (offset, _):
+            builder.call(fn, [builder.gep(first, [offset]), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @numba.njit(cache=True)
@@ -89,8 +123,9 @@ def _predict(pixels, offsets, sizes, boxes, initial, split_idx, split_thresh, le
     pixels: the B BGR images, raveled and concatenated (image b at offsets[b], sizes[b] = (h, w)); boxes (B, 4):
     l, t, r, b with r and b inclusive, as dlib.rectangle; out (B, P, 2) gets dlib's integer points. Per face this
     is ``dlib::shape_predictor::operator()``. Per cascade, all leaves are found first (they depend only on the
-    cascade's feature pixels), then added tree by tree, in dlib's order: the leaf reads are then independent
-    loads the processor can overlap.
+    cascade's feature pixels), one tree level at a time over all trees (the trees' steps are then independent
+    work the processor overlaps, instead of one chain of dependent loads per tree), then added tree by tree, in
+    dlib's order, each leaf prefetched PREFETCH_AHEAD trees before it is added.
     """
     n, n_trees, n_leaves, n_coords = boxes.shape[0], leaves.shape[1], leaves.shape[2], initial.shape[0]
     n_splits, depth = split_thresh.shape[2], 0
@@ -100,6 +135,7 @@ def _predict(pixels, offsets, sizes, boxes, initial, split_idx, split_thresh, le
     for b in range(n):
         shapes[b] = initial
     feats = np.empty(anchor_idx.shape[1], np.float32)
+    nodes = np.empty(n_trees, np.int64)
     leaf_of = np.empty((n_trees, n), np.int64)  # row of ``flat``
     flat = leaves.reshape(-1, n_coords)
     for cascade in range(leaves.shape[0]):
@@ -107,13 +143,18 @@ def _predict(pixels, offsets, sizes, boxes, initial, split_idx, split_thresh, le
         for b in range(n):
             _features(pixels, offsets[b], sizes[b, 0], sizes[b, 1], boxes[b], initial, shapes[b],
                       anchor_idx[cascade], deltas[cascade], feats)  # fmt: skip
+            nodes[:] = 0
+            for _ in range(depth):  # a full tree: left child 2i+1 when f[idx1] - f[idx2] > thresh, else 2i+2
+                for t in range(n_trees):
+                    node = nodes[t]
+                    left = feats[idx[t, node, 0]] - feats[idx[t, node, 1]] > thresh[t, node]
+                    nodes[t] = 2 * node + 2 - np.int64(left)
             for t in range(n_trees):
-                node = 0
-                for _ in range(depth):  # a full tree: left child 2i+1 when f[idx1] - f[idx2] > thresh
-                    right = not (feats[idx[t, node, 0]] - feats[idx[t, node, 1]] > thresh[t, node])
-                    node = 2 * node + 1 + np.int64(right)
-                leaf_of[t, b] = (cascade * n_trees + t) * n_leaves + node - n_splits
+                leaf_of[t, b] = (cascade * n_trees + t) * n_leaves + nodes[t] - n_splits
         for t in range(n_trees):
+            if t + PREFETCH_AHEAD < n_trees:
+                for b in range(n):
+                    _prefetch_row(flat, leaf_of[t + PREFETCH_AHEAD, b])
             for b in range(n):
                 leaf, shape = flat[leaf_of[t, b]], shapes[b]
                 for j in range(n_coords):
