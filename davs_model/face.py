@@ -26,6 +26,8 @@ TIE_AREA = 0.5  # area ratio ≈ two HOG pyramid levels (side × (5/6)² ≈ 0.6
 # dlib's frontal detector scans an image pyramid (each level 5/6 of the one before); a face found at level l has a
 # box WINDOW_WIDTH · 1.2^l px wide (73, 88, 105, 125, 150, … px; measured on this detector)
 WINDOW_WIDTH, LEVEL_RATIO = 73.0, 1.2
+# px, one HOG cell at the box's level: boxes of one size lie on a grid of width · HOG_CELL / WINDOW_WIDTH px
+HOG_CELL = 8
 ENGINES = ("ours", "dlib")
 
 

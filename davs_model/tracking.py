@@ -2,7 +2,8 @@
 
 Detection is the expensive step (~5 ms for a 256² frame at upsample 0, ~20 ms for 512²; the 68-point
 model ~0.5 ms), so :func:`track_landmarks` detects only on key frames and on tracking loss, and in between
-runs the shape model on the last detector box moved with the landmarks. A key frame's detector skips the
+runs the shape model on the last detector box moved with the landmarks, in whole steps of the detector's own grid
+(as the box a detection on that frame would be). A key frame's detector skips the
 pyramid levels too small for the tracked face (``FaceLandmarker.detect(expect_width=…)``). The tracker is a
 generator that asks for one set of landmarks at a time, so :func:`track_many` can run several clips in lockstep
 and give the shape model their faces in one batch (each model tree is then read from memory once for the batch
@@ -18,7 +19,7 @@ import cv2
 import dlib
 import numpy as np
 
-from davs_model.face import N_LANDMARKS, FaceLandmarker, box_of, check_bgr
+from davs_model.face import HOG_CELL, N_LANDMARKS, WINDOW_WIDTH, FaceLandmarker, box_of, check_bgr
 
 PATCH_SIZE = 32  # side of the grey patch used by the tracker's appearance check
 
@@ -106,6 +107,18 @@ class _Track:
         """The landmarks' centroid motion since the detection frame."""
         return self.centroid[0] - self.det_centroid[0], self.centroid[1] - self.det_centroid[1]
 
+    def box(self, shift: tuple[float, float]) -> Box:
+        """The detector box moved by ``shift`` rounded to whole steps of the detector's grid.
+
+        The HOG detector places a box of this size only on a grid of one cell of its pyramid level (box width ·
+        HOG_CELL / WINDOW_WIDTH: ~14 px for a 125 px box), so a detection on this frame gives the same box until
+        the face has moved about half a step, then one a whole step away. The 68-point model's output depends on
+        its box; on the grid it sees the box a detection would give: against detecting on every frame, the mean
+        landmark difference fell from 0.309 to 0.199 px on the demo clips (BENCHMARKS.md, issue 7.1).
+        """
+        step = (self.det_box[2] - self.det_box[0]) * HOG_CELL / WINDOW_WIDTH
+        return _moved(self.det_box, step * round(shift[0] / step), step * round(shift[1] / step))
+
 
 def _centroid(pts: np.ndarray) -> tuple[float, float]:
     x, y = pts.mean(axis=0).tolist()
@@ -157,16 +170,16 @@ def tracking(
 
     Frames t with ``t % keyframe_interval == 0`` run the detector (largest face). In between, the
     predictor runs on the last detector box shifted by the landmark-centroid motion since that
-    detection; the box keeps the detector's size, so the predictor sees the same normalisation as
-    with per-frame detection. A tracked frame counts as lost, and the detector runs on it, when
-    less than half of the landmarks' bounding box lies inside the frame; when that box has IoU
-    < ``iou_threshold`` with the detection frame's landmark box moved by the same shift (the
-    predictor output drifted out of the carried box or changed size; landmark box against landmark
-    box, so the pose-dependent offset between detector and landmark boxes does not count); or when
-    its grey appearance has normalised cross-correlation < ``ncc_threshold`` with the face at the
-    detection frame (a cut or a blank frame, where the predictor still returns a face-shaped
-    guess). Without a track (no face so far, or lost) the detector runs on every frame until it
-    finds a face.
+    detection, rounded to whole steps of the detector's grid (``_Track.box``); the box keeps the
+    detector's size, so the predictor sees the same normalisation as with per-frame detection. A
+    tracked frame counts as lost, and the detector runs on it, when less than half of the
+    landmarks' bounding box lies inside the frame; when that box has IoU < ``iou_threshold`` with
+    the detection frame's landmark box moved by the same shift (the predictor output drifted out of
+    the carried box or changed size; landmark box against landmark box, so the pose-dependent
+    offset between detector and landmark boxes does not count); or when its grey appearance has
+    normalised cross-correlation < ``ncc_threshold`` with the face at the detection frame (a cut or
+    a blank frame, where the predictor still returns a face-shaped guess). Without a track (no face
+    so far, or lost) the detector runs on every frame until it finds a face.
 
     A generator: it yields each (frame, box) whose landmarks it needs, is sent them (68, 2), and
     returns the :class:`TrackResult` (``StopIteration.value``); detection runs inside it.
@@ -205,7 +218,7 @@ def tracking(
         else:
             if track is not None and t % keyframe_interval != 0:
                 shift = track.shift()
-                pts = yield frame, _rect(_moved(track.det_box, *shift))
+                pts = yield frame, _rect(track.box(shift))
                 pts = _followed(frame, pts, track, shift, iou_threshold, ncc_threshold)
             if pts is None:
                 # at a key frame the face is near the size it had: the detector may skip the smaller scales

@@ -225,3 +225,24 @@ def test_clips_in_lockstep_equal_clips_one_by_one(landmarker: FaceLandmarker, as
             alone.max_faces,
             alone.n_frames,
         )
+
+
+def test_tracked_boxes_move_in_whole_steps_of_the_detector_grid(landmarker: FaceLandmarker, astronaut_bgr) -> None:
+    """Between key frames the box is the key frame's detector box moved by whole grid steps (width · 8/73 px):
+    the box a detection on that frame would give. A face that moved less than half a step keeps the box."""
+    steps = tracking(moving_clip(astronaut_bgr, n=24), landmarker, keyframe_interval=24)
+    frame, key_box = next(steps)  # frame 0: the detector's box
+    step = (key_box[2] - key_box[0] + 1) * 8 / 73
+    offsets, pts = [], landmarker.landmarks(frame, key_box)
+    with pytest.raises(StopIteration):
+        while True:
+            frame, box = steps.send(pts)
+            offsets.append((box - key_box)[:2].astype(float))
+            np.testing.assert_array_equal(box[2:] - box[:2], key_box[2:] - key_box[:2])  # the detector's size
+            pts = landmarker.landmarks(frame, box)
+    offsets = np.array(offsets)
+    assert len(offsets) == 23
+    whole = np.round(offsets / step)
+    assert np.all(np.abs(offsets - whole * step) <= 0.5 + 1e-9), offsets  # on the grid, up to the integer box
+    assert (whole == 0).all(axis=1).sum() >= 3  # the first frames moved < half a step: the key frame's box
+    assert np.abs(whole).max() >= 1  # and later ones a whole step (the clip drifts ~15 px)

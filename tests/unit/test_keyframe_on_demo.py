@@ -33,5 +33,7 @@ def test_keyframe_tracking_matches_every_frame_detection(demo_clips):
         diffs.append(np.linalg.norm(key.landmarks - every.landmarks, axis=-1).mean())
         calls_key += key.detector_calls
         calls_all += every.detector_calls
-    assert np.mean(diffs) <= 0.5, diffs
+    print(f"mean landmark difference {np.mean(diffs):.3f} px, detector calls {calls_key} vs {calls_all}")
+    # issue 7.1 asks <= 0.5 px; 0.16 here since tracked boxes move on the detector's grid (0.27 before): a guard
+    assert np.mean(diffs) <= 0.25, diffs
     assert calls_all >= 4 * calls_key, (calls_all, calls_key)
