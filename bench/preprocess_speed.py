@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--root", default="resources/demo/lipread_mp4")
     parser.add_argument("--clips", type=int, default=12, help="clips per run (spread over all words)")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--keyframe-interval", type=int, default=None, help="default: the config's (12)")
+    parser.add_argument("--keyframe-interval", type=int, default=None, help="default: the config's (30)")
     parser.add_argument("--landmark-batch", type=int, default=None, help="default: the config's (16)")
     parser.add_argument("--profile", action="store_true", help="cProfile one run of ours, print the top 25")
     args = parser.parse_args()

@@ -78,7 +78,7 @@ class PreprocessConfig:
     image_format: str = "jpeg"
     jpeg_quality: int = 95
     detector_upsample: int = 0
-    keyframe_interval: int = 12
+    keyframe_interval: int = 30
     tracking_iou: float = 0.5
     landmark_batch: int = 16
     duplicate_eyes: bool = True

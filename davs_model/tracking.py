@@ -161,7 +161,7 @@ def _followed(
 def tracking(
     frames: Iterable[np.ndarray],
     landmarker: FaceLandmarker,
-    keyframe_interval: int = 12,
+    keyframe_interval: int = 30,
     boxes: np.ndarray | None = None,
     iou_threshold: float = 0.5,
     ncc_threshold: float = 0.5,

@@ -144,7 +144,7 @@ def test_tracking_matches_per_frame_detection(landmarker: FaceLandmarker, astron
 
 
 def test_grey_frame_is_missing_and_tracking_recovers(landmarker: FaceLandmarker, astronaut_bgr) -> None:
-    result = track_landmarks(moving_clip(astronaut_bgr, grey_at=20), landmarker)
+    result = track_landmarks(moving_clip(astronaut_bgr, grey_at=20), landmarker, keyframe_interval=12)
     every = detect_every_frame(moving_clip(astronaut_bgr), landmarker)
     assert not result.detected[20] and np.isnan(result.landmarks[20]).all()
     ok = np.arange(48) != 20
@@ -155,7 +155,7 @@ def test_grey_frame_is_missing_and_tracking_recovers(landmarker: FaceLandmarker,
 
 
 def test_a_cut_triggers_redetection(landmarker: FaceLandmarker, astronaut_bgr) -> None:
-    result = track_landmarks(moving_clip(astronaut_bgr, jump_at=17), landmarker)
+    result = track_landmarks(moving_clip(astronaut_bgr, jump_at=17), landmarker, keyframe_interval=12)
     every = detect_every_frame(moving_clip(astronaut_bgr, jump_at=17), landmarker)
     assert result.detected.all()
     diff = np.linalg.norm(result.landmarks - every.landmarks, axis=2).mean(axis=1)
