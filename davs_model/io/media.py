@@ -220,24 +220,46 @@ def _resampling_failed(path: str, err: Exception) -> MediaError:
 
 
 class _AudioSink:
-    """Audio frames -> FFmpeg's resampler (``read_audio``'s conversion), fed frame by frame."""
+    """Audio frames -> FFmpeg's resampler (``read_audio``'s conversion), fed frame by frame.
+
+    Float planar audio already at ``sample_rate`` (AAC at 16 kHz: LRW, the demo) skips the resampler: its
+    conversion is then swresample's float -> int16 alone, ``av_clip_int16(lrintf(x * 32768))``, done here in numpy
+    with the same rounding (half to even) and clipping; equal sample for sample (tests/unit/test_media.py), ~1 ms
+    less per LRW clip. Any other input goes through FFmpeg's resampler.
+    """
 
     def __init__(self, path: str, sample_rate: int):
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
         self.path, self.sample_rate = path, sample_rate
         self._resampler = None
+        self._direct: tuple | None = None  # (format, layout, rate) of a stream converted here
         self._chunks: list[np.ndarray] = []
         self._out: np.ndarray | None = None
 
     def add(self, frame) -> None:
         """Resample ``frame``; None flushes the resampler."""
         try:
-            if self._resampler is None:
-                self._resampler = av.AudioResampler(format="s16p", layout=frame.layout, rate=self.sample_rate)
+            if self._resampler is None and self._direct is None and frame is not None:
+                if frame.format.name == "fltp" and frame.sample_rate == self.sample_rate:
+                    self._direct = (frame.format.name, frame.layout.name, frame.sample_rate)
+                else:
+                    self._resampler = av.AudioResampler(format="s16p", layout=frame.layout, rate=self.sample_rate)
+            if self._direct is not None:
+                self._convert(frame)
+                return
             self._chunks.extend(o.to_ndarray()[0].copy() for o in self._resampler.resample(frame))
         except (*_AV_ERRORS, ValueError) as e:  # ValueError: layout/format change mid-stream
             raise _resampling_failed(self.path, e) from e
+
+    def _convert(self, frame) -> None:
+        """swresample's fltp -> s16p at an unchanged rate, first channel: what the resampler would give."""
+        if frame is None:
+            return  # same rate: the resampler holds nothing back
+        if (frame.format.name, frame.layout.name, frame.sample_rate) != self._direct:
+            raise ValueError("Frame does not match AudioResampler setup.")  # as the resampler refuses it
+        x = frame.to_ndarray()[0]
+        self._chunks.append(np.clip(np.rint(x * np.float32(32768)), -32768, 32767).astype(np.int16))
 
     def result(self, max_duration_s: float | None = None) -> np.ndarray:
         """All the samples (the resampler flushed on the first call; later calls share the array), or the first

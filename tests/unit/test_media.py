@@ -43,8 +43,9 @@ def make_video(
     audio: str | None = "stereo",
     rotation: int | None = None,
     faststart: bool = False,
+    sr: int = SR,
 ):
-    """H.264 (+ AAC 44.1 kHz: ch0 440 Hz, ch1 1000 Hz) mp4; ``pts`` in ``time_base`` for VFR."""
+    """H.264 (+ AAC at ``sr``, 44.1 kHz: ch0 440 Hz, ch1 1000 Hz) mp4; ``pts`` in ``time_base`` for VFR."""
     opts = {"movflags": "faststart"} if faststart else {}
     out = av.open(str(path), "w", options=opts)
     v = out.add_stream("libx264", rate=fps)
@@ -55,7 +56,7 @@ def make_video(
         v.time_base = time_base
     if rotation is not None:
         v.set_display_rotation(rotation)
-    a = out.add_stream("aac", rate=SR, layout=audio) if audio else None
+    a = out.add_stream("aac", rate=sr, layout=audio) if audio else None
     for i in range(n_frames):
         f = av.VideoFrame.from_ndarray(code_image(i), format="bgr24")
         f.pts = pts[i] if pts is not None else i
@@ -66,14 +67,14 @@ def make_video(
     for p in v.encode():
         out.mux(p)
     if a is not None:
-        ns = int(round(n_frames / fps * SR))
-        t = np.arange(ns) / SR
+        ns = int(round(n_frames / fps * sr))
+        t = np.arange(ns) / sr
         ch = [0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 1000 * t)]
         data = np.stack(ch[: 2 if audio == "stereo" else 1]).astype(np.float32)
         for s in range(0, ns, 1024):
             chunk = np.ascontiguousarray(data[:, s : s + 1024])
             fr = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=audio)
-            fr.sample_rate, fr.pts = SR, s
+            fr.sample_rate, fr.pts = sr, s
             for p in a.encode(fr):
                 out.mux(p)
         for p in a.encode():
@@ -194,6 +195,49 @@ def test_read_audio_mono_source(tmp_path):
     x = read_audio(p, max_duration_s=1.0)
     assert len(x) == 16000
     assert _tone_amplitude(x[500:15500] / 32768, 16000, 440) == pytest.approx(0.5, abs=0.03)
+
+
+def _resampled(frames, rate: int = 16000) -> np.ndarray:
+    """What FFmpeg's resampler gives: s16p at ``rate``, source layout kept, plane 0."""
+    r = av.AudioResampler(format="s16p", layout=frames[0].layout, rate=rate)
+    out = [o.to_ndarray()[0] for f in [*frames, None] for o in r.resample(f)]
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("layout", ["mono", "stereo"])
+def test_audio_already_at_16k_equals_ffmpegs_resampler(tmp_path, layout):
+    """16 kHz float audio (LRW's AAC) is converted without the resampler: the same samples."""
+    p = make_video(tmp_path / "a.mp4", n_frames=29, fps=25, audio=layout, sr=16000)
+    with av.open(str(p)) as c:
+        frames = list(c.decode(c.streams.audio[0]))
+    assert frames[0].format.name == "fltp" and frames[0].sample_rate == 16000
+    ref = _resampled(frames)
+    assert len(ref) > 18000
+    np.testing.assert_array_equal(read_audio(p), ref)
+
+
+def test_direct_float_to_int16_rounds_and_clips_as_ffmpeg() -> None:
+    """Halves round to even, values beyond ±1 clip: as swresample's lrintf + av_clip_int16."""
+    from davs_model.io.media import _AudioSink
+
+    rng = np.random.default_rng(0)
+    halves = (np.arange(-3000, 3000) + 0.5) / 32768
+    x = np.concatenate([rng.uniform(-1.5, 1.5, 5000), halves, [1.0, -1.0, -1.00001, 32767.5 / 32768]])
+    frames = []
+    for at in range(0, len(x), 1024):
+        f = av.AudioFrame.from_ndarray(x[None, at : at + 1024].astype(np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts = 16000, at
+        frames.append(f)
+    sink = _AudioSink("x.mp4", 16000)
+    for f in frames:
+        sink.add(f)
+    np.testing.assert_array_equal(sink.result(), _resampled(frames))
+    stereo = av.AudioFrame.from_ndarray(np.zeros((2, 1024), np.float32), format="fltp", layout="stereo")
+    stereo.sample_rate = 16000
+    with pytest.raises(MediaError, match="audio resampling failed"):  # a layout change mid-stream, as FFmpeg's
+        sink2 = _AudioSink("x.mp4", 16000)
+        sink2.add(frames[0])
+        sink2.add(stereo)
 
 
 def test_read_audio_without_audio_stream(tmp_path):
