@@ -3,7 +3,7 @@
 Prints, over all clips: the mean landmark difference (px), the detector calls of each path and their ratio, and the
 landmark time of each path (median of --repeats runs) with the speed ratio measured side by side.
 
-    python bench/keyframe_tracking.py [--root resources/demo/lipread_mp4] [--repeats 5] [--interval 12]
+    python bench/keyframe_tracking.py [--root resources/demo/lipread_mp4] [--repeats 5] [--interval K]
 
 Make the demo clips first (`make demo`, or `snakemake --cores all preprocess`).
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from davs_model.config import PreprocessConfig
 from davs_model.face import FaceLandmarker
 from davs_model.io.media import iter_video_frames
 from davs_model.tracking import detect_every_frame, track_landmarks
@@ -26,8 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="resources/demo/lipread_mp4")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--interval", type=int, default=12)
+    parser.add_argument("--interval", type=int, default=None, help="default: the config's (30)")
     args = parser.parse_args()
+    args.interval = args.interval or PreprocessConfig().keyframe_interval
     paths = sorted(Path(args.root).rglob("*.mp4"))
     if not paths:
         raise SystemExit(f"no clips under {args.root}: run `make demo` first")
