@@ -67,6 +67,30 @@ def test_clip_validation():
     with pytest.raises(ValueError, match="unknown keys"):
         Clip.from_dict({**Clip("a/b", "/b", "a", "folder", "train").to_dict(), "x": 1})
     assert type(Clip("a/b", "/b", "a", "folder", "train", label=np.int64(4)).label) is int
+    with pytest.raises(ValueError, match="label"):
+        Clip("a/b", "/b", "a", "folder", "train", label=True)
+
+
+@pytest.mark.parametrize(
+    "rel,keep_ext,expected",
+    [
+        ("W/train/W_00001.mp4", False, "s/W/train/W_00001"),
+        ("a.b/c.d.mp4", False, "s/a.b/c.d"),
+        ("a/.hidden", False, "s/a/.hidden"),
+        ("x.mp4", True, "s/x.mp4"),
+        ("./a//b.mp4", False, "s/a/b"),
+        ("../x/../y.mp4", False, "s/_/x/_/y"),
+        ("a/", False, "s/a"),
+        ("", False, "s"),
+        (".", True, "s"),
+        ("caf\udcc3/\u00e9.mp4", False, "s/caf\\xc3/\u00e9"),
+    ],
+)
+def test_clip_ids(rel, keep_ext, expected):
+    from davs_model.preprocess.sources import _clip_id
+
+    assert _clip_id("s", rel, keep_ext=keep_ext) == expected
+    assert expected.encode("utf-8")  # always valid UTF-8
 
 
 # ---------------------------------------------------------------------------------------- LRW
