@@ -15,6 +15,13 @@ manifest. ``--snakefile`` times another version of the workflow (e.g. a copy of 
 and wall time for all of LRW on K CPU nodes of C cores (one single-threaded shard job per core).
 
     python bench/dag_scale.py project --run /tmp/davs-demo [--clips 539000] [--shards 256,16,16] [--cores 32]
+
+``copies``: a run folder whose one shard job is LRW-sized in clips (a demo run's jobs have 5-12 clips, which the
+job's start-up dominates): a manifest listing the demo clips ``--copies`` times under distinct clip ids, all in one
+train shard, and its config.yaml. Then ``snakemake --directory OUT --cores 1 preprocess`` and
+``project --run OUT``.
+
+    python bench/dag_scale.py copies --out /tmp/longjob [--copies 10] [--demo resources/demo/lipread_mp4]
 """
 
 from __future__ import annotations
@@ -175,6 +182,30 @@ def project(args) -> None:
         print(f"| {nodes} | {min(jobs, slots)} | {waves} | {waves * job_h * 60:.0f} min |")
 
 
+# ---------------------------------------------------------------------------------------------------- copies
+def copies(args) -> None:
+    """manifest.tsv (the demo clips ``--copies`` times, distinct ids, split train) + config.yaml in ``--out``."""
+    videos = sorted(Path(args.demo).resolve().glob("*/*/*.mp4"))  # <WORD>/<split>/<WORD>_<NNNNN>.mp4
+    if not videos:
+        raise SystemExit(f"no demo clips under {args.demo}: run `make demo` first")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    words = sorted({v.parent.parent.name for v in videos})
+    with open(out / "manifest.tsv", "w", newline="") as fh:
+        rows = csv.writer(fh, delimiter="\t", lineterminator="\n")
+        rows.writerow(["path", "split", "label", "word", "clip_id"])
+        for k in range(args.copies):
+            for v in videos:
+                word = v.parent.parent.name
+                rows.writerow([v, "train", words.index(word), word, f"copy{k}/{v.parent.name}/{v.stem}"])
+    (out / "config.yaml").write_text(
+        "sources:\n  m: {kind: manifest, path: manifest.tsv}\npreprocess:\n  shards: {train: 1, val: 1, test: 1}\n"
+    )
+    print(f"{out}: {len(videos) * args.copies} clips in one shard job; now run\n"
+          f"  snakemake --snakefile {REPO / 'workflow/Snakefile'} --directory {out} --cores 1 preprocess\n"
+          f"  python bench/{Path(__file__).name} project --run {out}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -198,6 +229,11 @@ def main() -> None:
     p.add_argument("--nodes", type=int, nargs="+", default=[1, 4, 8, 16, 32])
     p.add_argument("--per-clip", type=float, help="seconds per clip to project with (default: the measured slope)")
     p.set_defaults(func=project)
+    c = sub.add_parser("copies", help="a run folder with one LRW-sized shard job (the demo clips, copied)")
+    c.add_argument("--out", default="/tmp/longjob")
+    c.add_argument("--copies", type=int, default=10)
+    c.add_argument("--demo", default=str(REPO / "resources/demo/lipread_mp4"))
+    c.set_defaults(func=copies)
     args = parser.parse_args()
     args.func(args)
 
