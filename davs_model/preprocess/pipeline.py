@@ -23,11 +23,13 @@ from davs_model.config import PreprocessConfig, SourceConfig
 from davs_model.io.clip_reader import MediaError, open_clip
 from davs_model.preprocess.checks import _check_input, _duration_s, _select_bins
 from davs_model.preprocess.passes import (
+    TRIM_EVERY,
     AlignedFrames,
     ClipRejected,
     Recorded,
     fixed_mmap_threshold,
     one_core_process,
+    release_free_memory,
 )
 from davs_model.preprocess.qc import QC_COLUMNS, QCRow, write_qc  # noqa: F401  (QC_COLUMNS, write_qc: re-exported)
 from davs_model.preprocess.sources import Clip
@@ -224,6 +226,7 @@ def build_shard(
     if one_core:
         one_core_process()
     rows: list[QCRow] = []
+    n_ok = 0
     Path(out_h5).parent.mkdir(parents=True, exist_ok=True)
     clips = sorted(clips, key=lambda c: c.clip_id)
     with ShardWriter(
@@ -247,6 +250,9 @@ def build_shard(
             if qc.status != "ok":
                 log.warning("%s: %s %s", qc.clip.clip_id, qc.reason, qc.message)
             rows.append(qc)
-            bar.set_postfix(ok=sum(r.status == "ok" for r in rows), bad=sum(r.status != "ok" for r in rows))
+            n_ok += qc.status == "ok"
+            bar.set_postfix(ok=n_ok, bad=len(rows) - n_ok)
+            if one_core and len(rows) % TRIM_EVERY == 0:
+                release_free_memory()  # else the job's heap grows with its clips
     write_qc(rows, out_qc)
     return rows

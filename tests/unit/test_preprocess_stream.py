@@ -219,3 +219,26 @@ def test_one_core_process_sets_up_a_shard_job() -> None:
     assert out["blas"] and set(out["blas"]) == {1}, out
     assert out["frozen"] > 10_000 and out["again"] == out["frozen"], out
     assert out["cv2"] == 1, out
+
+
+def test_one_core_job_gives_its_free_heap_back_every_trim_every_clips(tmp_path, videos, monkeypatch):
+    """``build_shard(one_core=True)`` calls ``release_free_memory`` after every ``TRIM_EVERY`` clips (good or
+    bad), and a library call (``one_core=False``) never does. The process-wide set-up is stubbed: pytest's process
+    stays as it is."""
+    calls = []
+    monkeypatch.setattr(pipeline, "one_core_process", lambda: None)
+    monkeypatch.setattr(pipeline, "release_free_memory", lambda: calls.append(1))
+    monkeypatch.setattr(pipeline, "TRIM_EVERY", 2)
+    clips = [
+        *_clips(videos),
+        Clip("x/a2", str(videos[0]), "x", "folder", "train"),
+        *_clips([tmp_path / "gone.mp4"]),
+    ]
+    for one_core, expected in ((True, 2), (False, 0)):
+        calls.clear()
+        out = tmp_path / str(one_core)
+        rows = pipeline.build_shard(
+            clips, SRC, PreprocessConfig(), "train", 0, out / "0.h5", out / "0.tsv", False, one_core
+        )
+        assert [r.status for r in rows].count("ok") == 3 and len(calls) == expected
+    passes.release_free_memory()  # the real one: glibc's malloc_trim, or nothing; never an error
