@@ -53,7 +53,7 @@ def _voxceleb_boxes(clip: Clip, frames: Iterator[np.ndarray], seconds: float, fp
     The frame count is not known before pass 1: rows are read for twice the probed duration + 10 s (NaN-padded,
     like ``read_voxceleb_boxes``' own padding); the tracker refuses a clip with more frames than that.
     """
-    from davs_model.preprocess.sources import read_voxceleb_boxes
+    from davs_model.preprocess.boxes import read_voxceleb_boxes
 
     first = next(frames)  # iter_video_frames yields >= 1 frame or raises MediaError
     h, w = first.shape[:2]

@@ -7,13 +7,13 @@ import os
 import numpy as np
 import pytest
 
+from davs_model.preprocess.boxes import read_voxceleb_boxes
 from davs_model.preprocess.sources import (
     Clip,
     discover_folder,
     discover_lrw,
     discover_manifest,
     discover_voxceleb,
-    read_voxceleb_boxes,
 )
 
 VOX2_TXT = """Identity  : \tid00012
